@@ -1,0 +1,62 @@
+-- confirm.lua — apply a verified payment callback to a pre-order: one atomic transition.
+--
+-- KEYS[1]  <base>order:<id>
+-- ARGV[1]  base   ARGV[2] payment_id   ARGV[3] amount_cents paid   ARGV[4] retain_ms
+-- Returns {outcome, ORDER_FIELDS...} with outcome one of:
+--   "paid"        pending -> paid; a `paid` event is in the outbox
+--   "paid_dup"    already paid; nothing new in the outbox
+--   "refund"      expired/cancelled (or past its deadline) -> refund_required; ONE refund event
+--   "refund_dup"  already refund_required; nothing new in the outbox
+--   "mismatch"    amount differs; the order stays pending
+-- or {"not_found"}.
+-- A pending order past pay_by is expired here first (same as the sweeper would), so a
+-- callback racing the sweeper ends in exactly one of paid or refund_required.
+
+local okey, base, payment_id, paid_amount, retain = KEYS[1], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local function reply(outcome)
+  local r = order_fields(okey)
+  table.insert(r, 1, outcome)
+  return r
+end
+
+local f = redis.call('HMGET', okey, 'status', 'amount', 'pay_by', 'sku', 'user', 'qty', 'id')
+local status = f[1]
+if not status then
+  return {'not_found'}
+end
+if status == 'paid' then
+  return reply('paid_dup')
+end
+if status == 'refund_required' then
+  return reply('refund_dup')
+end
+
+local now = now_ms()
+if status == 'pending_payment' then
+  if f[2] ~= paid_amount then
+    return reply('mismatch')
+  end
+  if now <= tonumber(f[3]) then
+    local sku, user, qty, id = f[4], f[5], tonumber(f[6]), f[7]
+    local ikey = base .. 'item:' .. sku
+    redis.call('HINCRBY', ikey, 'pending', -qty)
+    redis.call('HINCRBY', ikey, 'paid', qty)
+    local ukey = base .. 'user:' .. user
+    if redis.call('HGET', ukey, 'p:' .. sku) == id then
+      redis.call('HDEL', ukey, 'p:' .. sku)
+    end
+    redis.call('ZREM', base .. 'deadlines', id)
+    redis.call('HSET', okey, 'status', 'paid', 'payment_id', payment_id, 'paid_at', now)
+    redis.call('PEXPIRE', okey, retain)
+    outbox_add(base, okey, 'paid')
+    return reply('paid')
+  end
+  close_pending(base, okey, 'expired', now, retain)
+end
+
+-- expired or cancelled before payment: the money must go back, exactly once
+local sku, qty = redis.call('HGET', okey, 'sku'), tonumber(redis.call('HGET', okey, 'qty'))
+redis.call('HINCRBY', base .. 'item:' .. sku, 'refund_required', qty)
+redis.call('HSET', okey, 'status', 'refund_required', 'payment_id', payment_id, 'paid_at', now)
+outbox_add(base, okey, 'refund_required')
+return reply('refund')

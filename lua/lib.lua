@@ -1,0 +1,68 @@
+-- lib.lua — shared helpers, prepended to every script at build time (include_str!).
+--
+-- Key layout (all keys of a campaign share the hash tag {campaign}, so every script
+-- touches exactly one Redis Cluster slot). `base` is "<prefix>:{<campaign>}:".
+--   <base>item:<sku>     hash  initial remaining pending paid expired cancelled adjusted refund_required
+--   <base>user:<user>    hash  held (units pending+paid), p:<sku> -> pending order id, i:<idem key> -> order id
+--   <base>order:<id>     hash  the ORDER_FIELDS below
+--   <base>deadlines      zset  pending order ids scored by pay_by (ms)
+--   <base>outbox         stream paid / refund_required events for the sink
+--   <base>dead           stream outbox entries that failed too often
+-- Order keys are derived from the order id inside the scripts: they carry the same hash
+-- tag as the declared KEYS, so they live in the same slot. Every check runs before the
+-- first write: a script that errors halfway keeps its earlier writes.
+
+local ORDER_FIELDS = {'id', 'campaign', 'sku', 'user', 'qty', 'amount', 'status',
+                      'created', 'pay_by', 'payment_id', 'paid_at'}
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function order_fields(okey)
+  return redis.call('HMGET', okey, unpack(ORDER_FIELDS))
+end
+
+-- Creates an item's counters once; never re-adds stock to an existing item.
+local function ensure_item(ikey, initial)
+  if redis.call('EXISTS', ikey) == 0 then
+    redis.call('HSET', ikey, 'initial', initial, 'remaining', initial, 'pending', 0,
+      'paid', 0, 'expired', 0, 'cancelled', 0, 'adjusted', 0, 'refund_required', 0)
+    return 1
+  end
+  return 0
+end
+
+-- Moves a PENDING order to `to` ('expired' or 'cancelled'): its units go back on sale
+-- and the user's quota is freed. The caller has checked that the order is pending.
+local function close_pending(base, okey, to, now, retain_ms)
+  local f = redis.call('HMGET', okey, 'id', 'sku', 'user', 'qty')
+  local id, sku, user, qty = f[1], f[2], f[3], tonumber(f[4])
+  local ikey = base .. 'item:' .. sku
+  redis.call('HINCRBY', ikey, 'remaining', qty)
+  redis.call('HINCRBY', ikey, 'pending', -qty)
+  redis.call('HINCRBY', ikey, to, qty)
+  local ukey = base .. 'user:' .. user
+  redis.call('HINCRBY', ukey, 'held', -qty)
+  if redis.call('HGET', ukey, 'p:' .. sku) == id then
+    redis.call('HDEL', ukey, 'p:' .. sku)
+  end
+  redis.call('ZREM', base .. 'deadlines', id)
+  redis.call('HSET', okey, 'status', to, 'closed_at', now)
+  redis.call('PEXPIRE', okey, retain_ms)
+  return sku, qty
+end
+
+-- Appends an outbox event carrying the whole order.
+local function outbox_add(base, okey, event)
+  local vals = order_fields(okey)
+  local args = {base .. 'outbox', '*', 'event', event}
+  for i, name in ipairs(ORDER_FIELDS) do
+    if vals[i] then
+      args[#args + 1] = name
+      args[#args + 1] = vals[i]
+    end
+  end
+  return redis.call('XADD', unpack(args))
+end

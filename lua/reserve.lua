@@ -1,0 +1,77 @@
+-- reserve.lua — reserve `qty` units of one item for one user as a pre-order, in ONE call:
+-- idempotency, stock check, per-user limit, decrement, pre-order record, deadline entry.
+--
+-- KEYS[1]  <base>item:<sku>
+-- KEYS[2]  <base>user:<user>
+-- KEYS[3]  <base>deadlines
+-- ARGV[1]  base ("<prefix>:{<campaign>}:")     ARGV[2]  campaign id
+-- ARGV[3]  sku                                 ARGV[4]  user id
+-- ARGV[5]  qty                                 ARGV[6]  per_user_limit (units per campaign)
+-- ARGV[7]  new order id (used only if a pre-order is created)
+-- ARGV[8]  payment window (ms)                 ARGV[9]  amount_cents (price * qty)
+-- ARGV[10] Idempotency-Key, or ""              ARGV[11] initial stock (loaded only if absent)
+-- Returns one of:
+--   {"reserved", ORDER_FIELDS...}   a new pre-order
+--   {"existing", ORDER_FIELDS...}   the same Idempotency-Key, or the user's pending order for this item
+--   {"idem_mismatch"}               the Idempotency-Key was used for another item
+--   {"sold_out", remaining}
+--   {"limit", held}
+
+local ikey, ukey, dkey = KEYS[1], KEYS[2], KEYS[3]
+local base, campaign, sku, user = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local qty, limit = tonumber(ARGV[5]), tonumber(ARGV[6])
+local id, window, amount, idem = ARGV[7], tonumber(ARGV[8]), ARGV[9], ARGV[10]
+
+ensure_item(ikey, ARGV[11])
+
+if idem ~= '' then
+  local prev = redis.call('HGET', ukey, 'i:' .. idem)
+  if prev then
+    local okey = base .. 'order:' .. prev
+    if redis.call('EXISTS', okey) == 1 then
+      if redis.call('HGET', okey, 'sku') ~= sku then
+        return {'idem_mismatch'}
+      end
+      local r = order_fields(okey)
+      table.insert(r, 1, 'existing')
+      return r
+    end
+  end
+end
+
+local pending = redis.call('HGET', ukey, 'p:' .. sku)
+if pending then
+  local okey = base .. 'order:' .. pending
+  if redis.call('HGET', okey, 'status') == 'pending_payment' then
+    local r = order_fields(okey)
+    table.insert(r, 1, 'existing')
+    return r
+  end
+end
+
+local remaining = tonumber(redis.call('HGET', ikey, 'remaining'))
+if remaining < qty then
+  return {'sold_out', remaining}
+end
+local held = tonumber(redis.call('HGET', ukey, 'held') or '0')
+if held + qty > limit then
+  return {'limit', held}
+end
+
+-- all checks passed: write
+local now = now_ms()
+local pay_by = now + window
+local okey = base .. 'order:' .. id
+redis.call('HINCRBY', ikey, 'remaining', -qty)
+redis.call('HINCRBY', ikey, 'pending', qty)
+redis.call('HINCRBY', ukey, 'held', qty)
+redis.call('HSET', ukey, 'p:' .. sku, id)
+if idem ~= '' then
+  redis.call('HSET', ukey, 'i:' .. idem, id)
+end
+redis.call('HSET', okey, 'id', id, 'campaign', campaign, 'sku', sku, 'user', user,
+  'qty', qty, 'amount', amount, 'status', 'pending_payment', 'created', now, 'pay_by', pay_by)
+redis.call('ZADD', dkey, pay_by, id)
+local r = order_fields(okey)
+table.insert(r, 1, 'reserved')
+return r

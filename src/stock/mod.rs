@@ -1,0 +1,404 @@
+//! The only module that knows Redis keys and `lua/*.lua`. Every operation on stock,
+//! pre-orders and the outbox is one script call (or one pipeline) with a typed result.
+//!
+//! Must never: build a key outside `CampaignKeys`, make more than one round trip for a
+//! buy, or turn a Redis failure into anything but `StoreError::Unavailable` (fail closed).
+
+mod conn;
+pub mod order;
+pub mod outbox;
+mod scripts;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+
+pub use conn::{bounded, RedisConn};
+pub use order::{Order, OrderStatus};
+use scripts::Scripts;
+
+/// How long a closed (paid, expired, cancelled) order stays readable in Redis.
+pub const RETAIN_CLOSED: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    #[error("redis configuration: {0}")]
+    Config(String),
+    #[error("unexpected reply from redis: {0}")]
+    Protocol(String),
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// Key names of one campaign. All share the hash tag `{campaign}` (one cluster slot).
+#[derive(Debug, Clone)]
+pub struct CampaignKeys {
+    /// `<prefix>:{<campaign>}:`
+    pub base: String,
+    pub deadlines: String,
+    pub outbox: String,
+    pub dead: String,
+}
+
+impl CampaignKeys {
+    pub fn new(prefix: &str, campaign: &str) -> CampaignKeys {
+        let base = format!("{prefix}:{{{campaign}}}:");
+        CampaignKeys {
+            deadlines: format!("{base}deadlines"),
+            outbox: format!("{base}outbox"),
+            dead: format!("{base}dead"),
+            base,
+        }
+    }
+    pub fn item(&self, sku: &str) -> String {
+        format!("{}item:{sku}", self.base)
+    }
+    pub fn user(&self, user: &str) -> String {
+        format!("{}user:{user}", self.base)
+    }
+    pub fn order(&self, id: &str) -> String {
+        format!("{}order:{id}", self.base)
+    }
+}
+
+/// A buy, as the reserve script needs it.
+#[derive(Debug)]
+pub struct ReserveRequest<'a> {
+    pub keys: &'a CampaignKeys,
+    pub item_key: &'a str,
+    pub campaign: &'a str,
+    pub sku: &'a str,
+    pub user: &'a str,
+    pub quantity: u32,
+    pub per_user_limit: u32,
+    pub payment_window: Duration,
+    pub amount_cents: u64,
+    pub idempotency_key: Option<&'a str>,
+    pub initial_stock: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    Reserved(Order),
+    Existing(Order),
+    SoldOut { remaining: i64 },
+    LimitReached { held: i64 },
+    IdempotencyKeyReused,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    Cancelled(Order),
+    NotPending(Order),
+    NotFound,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConfirmOutcome {
+    Paid(Order),
+    AlreadyPaid(Order),
+    RefundRequired(Order),
+    AlreadyRefundRequired(Order),
+    AmountMismatch(Order),
+    NotFound,
+}
+
+/// Counters of one item (units). Ledger: initial + adjusted = remaining + pending + paid.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ItemStats {
+    pub initial: i64,
+    pub adjusted: i64,
+    pub remaining: i64,
+    pub pending: i64,
+    pub paid: i64,
+    pub expired: i64,
+    pub cancelled: i64,
+    pub refund_required: i64,
+}
+
+impl ItemStats {
+    pub fn ledger_holds(&self) -> bool {
+        self.initial + self.adjusted == self.remaining + self.pending + self.paid
+            && self.remaining >= 0
+    }
+}
+
+/// Units expired by one sweep: (sku, quantity) per order.
+pub type Expired = Vec<(String, u32)>;
+
+/// Cheap `Clone` handle over the Redis connection and the scripts.
+#[derive(Clone)]
+pub struct Store {
+    conn: RedisConn,
+    pub(crate) scripts: Arc<Scripts>,
+    prefix: Arc<str>,
+}
+
+type Reply = Vec<Option<String>>;
+
+fn tag(r: &Reply) -> &str {
+    r.first().and_then(|v| v.as_deref()).unwrap_or("")
+}
+
+fn order_in(r: &Reply) -> Result<Order, StoreError> {
+    Order::from_fields(&r[1..])
+        .ok_or_else(|| StoreError::Protocol(format!("bad order fields: {r:?}")))
+}
+
+fn int_at(r: &Reply, i: usize) -> i64 {
+    r.get(i)
+        .and_then(|v| v.as_deref())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+impl Store {
+    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Store, StoreError> {
+        Ok(Store {
+            conn: RedisConn::new(url, timeout)?,
+            scripts: Arc::new(Scripts::new()),
+            prefix: prefix.into(),
+        })
+    }
+
+    pub fn conn(&self) -> &RedisConn {
+        &self.conn
+    }
+
+    pub fn keys(&self, campaign: &str) -> CampaignKeys {
+        CampaignKeys::new(&self.prefix, campaign)
+    }
+
+    fn limit(&self) -> Duration {
+        // One command's own timeout plus a NOSCRIPT reload-and-retry.
+        self.conn.timeout() * 3
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        inv: redis::ScriptInvocation<'_>,
+        mut con: ConnectionManager,
+    ) -> Result<T, StoreError> {
+        bounded(self.limit(), inv.invoke_async(&mut con)).await
+    }
+
+    /// The one Redis round trip of a buy.
+    pub async fn reserve(&self, r: &ReserveRequest<'_>) -> Result<ReserveOutcome, StoreError> {
+        let con = self.conn.get()?;
+        let mut inv = self.scripts.reserve.prepare_invoke();
+        inv.key(r.item_key)
+            .key(r.keys.user(r.user))
+            .key(&r.keys.deadlines);
+        inv.arg(&r.keys.base)
+            .arg(r.campaign)
+            .arg(r.sku)
+            .arg(r.user)
+            .arg(r.quantity)
+            .arg(r.per_user_limit);
+        inv.arg(order::new_order_id(r.campaign))
+            .arg(r.payment_window.as_millis() as u64)
+            .arg(r.amount_cents);
+        inv.arg(r.idempotency_key.unwrap_or(""))
+            .arg(r.initial_stock);
+        let reply: Reply = self.run(inv, con).await?;
+        Ok(match tag(&reply) {
+            "reserved" => ReserveOutcome::Reserved(order_in(&reply)?),
+            "existing" => ReserveOutcome::Existing(order_in(&reply)?),
+            "sold_out" => ReserveOutcome::SoldOut {
+                remaining: int_at(&reply, 1),
+            },
+            "limit" => ReserveOutcome::LimitReached {
+                held: int_at(&reply, 1),
+            },
+            "idem_mismatch" => ReserveOutcome::IdempotencyKeyReused,
+            other => return Err(StoreError::Protocol(format!("reserve returned {other:?}"))),
+        })
+    }
+
+    /// Loads an item's stock once; returns whether it was created now.
+    pub async fn init_item(
+        &self,
+        keys: &CampaignKeys,
+        sku: &str,
+        stock: u64,
+    ) -> Result<bool, StoreError> {
+        let con = self.conn.get()?;
+        let mut inv = self.scripts.init.prepare_invoke();
+        inv.key(keys.item(sku)).arg(stock);
+        let created: i64 = self.run(inv, con).await?;
+        Ok(created == 1)
+    }
+
+    pub async fn get_order(&self, order_id: &str) -> Result<Option<Order>, StoreError> {
+        let Some(campaign) = order::campaign_of(order_id) else {
+            return Ok(None);
+        };
+        let mut con = self.conn.get()?;
+        let key = self.keys(campaign).order(order_id);
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(key).arg(&[
+            "id",
+            "campaign",
+            "sku",
+            "user",
+            "qty",
+            "amount",
+            "status",
+            "created",
+            "pay_by",
+            "payment_id",
+            "paid_at",
+        ]);
+        let v: Reply = bounded(self.limit(), cmd.query_async(&mut con)).await?;
+        Ok(Order::from_fields(&v))
+    }
+
+    /// The owner cancels a pending order.
+    pub async fn cancel(&self, order_id: &str, user: &str) -> Result<CancelOutcome, StoreError> {
+        let Some(campaign) = order::campaign_of(order_id) else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        let keys = self.keys(campaign);
+        let con = self.conn.get()?;
+        let mut inv = self.scripts.cancel.prepare_invoke();
+        inv.key(keys.order(order_id))
+            .arg(&keys.base)
+            .arg(user)
+            .arg(RETAIN_CLOSED.as_millis() as u64);
+        let reply: Reply = self.run(inv, con).await?;
+        Ok(match tag(&reply) {
+            "cancelled" => CancelOutcome::Cancelled(order_in(&reply)?),
+            "not_pending" => CancelOutcome::NotPending(order_in(&reply)?),
+            _ => CancelOutcome::NotFound,
+        })
+    }
+
+    /// Applies a verified payment callback.
+    pub async fn confirm(
+        &self,
+        order_id: &str,
+        payment_id: &str,
+        amount_cents: u64,
+    ) -> Result<ConfirmOutcome, StoreError> {
+        let Some(campaign) = order::campaign_of(order_id) else {
+            return Ok(ConfirmOutcome::NotFound);
+        };
+        let keys = self.keys(campaign);
+        let con = self.conn.get()?;
+        let mut inv = self.scripts.confirm.prepare_invoke();
+        inv.key(keys.order(order_id)).key(&keys.outbox);
+        inv.arg(&keys.base)
+            .arg(payment_id)
+            .arg(amount_cents)
+            .arg(RETAIN_CLOSED.as_millis() as u64);
+        let reply: Reply = self.run(inv, con).await?;
+        Ok(match tag(&reply) {
+            "paid" => ConfirmOutcome::Paid(order_in(&reply)?),
+            "paid_dup" => ConfirmOutcome::AlreadyPaid(order_in(&reply)?),
+            "refund" => ConfirmOutcome::RefundRequired(order_in(&reply)?),
+            "refund_dup" => ConfirmOutcome::AlreadyRefundRequired(order_in(&reply)?),
+            "mismatch" => ConfirmOutcome::AmountMismatch(order_in(&reply)?),
+            _ => ConfirmOutcome::NotFound,
+        })
+    }
+
+    /// Expires up to `batch` due pre-orders of one campaign; returns (due seen, expired).
+    pub async fn expire_due(
+        &self,
+        keys: &CampaignKeys,
+        batch: usize,
+    ) -> Result<(usize, Expired), StoreError> {
+        let con = self.conn.get()?;
+        let mut inv = self.scripts.expire.prepare_invoke();
+        inv.key(&keys.deadlines)
+            .arg(&keys.base)
+            .arg(batch)
+            .arg(RETAIN_CLOSED.as_millis() as u64);
+        let reply: Reply = self.run(inv, con).await?;
+        let seen = int_at(&reply, 0) as usize;
+        let expired = reply[1..]
+            .chunks_exact(2)
+            .filter_map(|p| Some((p[0].clone()?, p[1].as_deref()?.parse().ok()?)))
+            .collect();
+        Ok((seen, expired))
+    }
+
+    /// Operator stock adjustment: `Ok(remaining)`, or `Err(remaining)` when it would go below zero.
+    pub async fn adjust(
+        &self,
+        keys: &CampaignKeys,
+        sku: &str,
+        delta: i64,
+        initial: u64,
+    ) -> Result<Result<i64, i64>, StoreError> {
+        let con = self.conn.get()?;
+        let mut inv = self.scripts.adjust.prepare_invoke();
+        inv.key(keys.item(sku)).arg(delta).arg(initial);
+        let reply: Reply = self.run(inv, con).await?;
+        let remaining = int_at(&reply, 1);
+        Ok(if tag(&reply) == "ok" {
+            Ok(remaining)
+        } else {
+            Err(remaining)
+        })
+    }
+
+    /// Counters of several items in one pipeline; a missing item reads as zeros.
+    pub async fn item_stats(&self, item_keys: &[String]) -> Result<Vec<ItemStats>, StoreError> {
+        let mut con = self.conn.get()?;
+        let mut pipe = redis::pipe();
+        for k in item_keys {
+            pipe.cmd("HMGET").arg(k).arg(&[
+                "initial",
+                "adjusted",
+                "remaining",
+                "pending",
+                "paid",
+                "expired",
+                "cancelled",
+                "refund_required",
+            ]);
+        }
+        let rows: Vec<Vec<Option<i64>>> = bounded(self.limit(), pipe.query_async(&mut con)).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let g = |i: usize| r.get(i).copied().flatten().unwrap_or(0);
+                ItemStats {
+                    initial: g(0),
+                    adjusted: g(1),
+                    remaining: g(2),
+                    pending: g(3),
+                    paid: g(4),
+                    expired: g(5),
+                    cancelled: g(6),
+                    refund_required: g(7),
+                }
+            })
+            .collect())
+    }
+
+    /// Loads every script (after connect or a Redis restart) and checks Redis answers.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        let mut con = self.conn.get()?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("SCRIPT").arg("EXISTS");
+        for s in self.scripts.all() {
+            pipe.arg(s.get_hash());
+        }
+        let (loaded,): (Vec<i64>,) = bounded(self.limit(), pipe.query_async(&mut con)).await?;
+        for (s, ok) in self.scripts.all().into_iter().zip(loaded) {
+            if ok == 0 {
+                bounded(self.limit(), s.prepare_invoke().load_async(&mut con)).await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,230 @@
+//! Outbox streams: paid orders and refund events waiting for the sink.
+//!
+//! One stream per campaign (`<base>outbox`, same hash tag as the campaign), read through
+//! the consumer group `flashgate`. An entry is XACKed and XDELed only after the sink
+//! confirms, so XLEN is exactly the undelivered backlog. These calls run on a dedicated
+//! connection owned by the consumer, never on the hot path's connection.
+
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
+
+use super::{bounded, CampaignKeys, Order, Store, StoreError};
+
+pub const GROUP: &str = "flashgate";
+
+/// The kind of hand-off an outbox entry asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Paid,
+    RefundRequired,
+}
+
+impl Event {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Paid => "paid",
+            Event::RefundRequired => "refund_required",
+        }
+    }
+}
+
+/// One outbox entry, parsed.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub stream: String,
+    pub id: String,
+    pub event: Event,
+    pub order: Order,
+}
+
+/// An entry someone has read but not acknowledged.
+#[derive(Debug, Clone)]
+pub struct PendingEntry {
+    pub id: String,
+    pub consumer: String,
+    pub idle_ms: u64,
+    pub deliveries: u64,
+}
+
+/// Parses an entry; `None` for a malformed one (it is dead-lettered, never dropped).
+pub fn parse(stream: &str, e: &StreamId) -> Result<Entry, String> {
+    let get = |k: &str| match e.map.get(k) {
+        Some(redis::Value::BulkString(b)) => std::str::from_utf8(b).ok(),
+        Some(redis::Value::SimpleString(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let event = match get("event") {
+        Some("paid") => Event::Paid,
+        Some("refund_required") => Event::RefundRequired,
+        other => return Err(format!("unknown event {other:?}")),
+    };
+    let pairs = e.map.keys().filter_map(|k| Some((k.as_str(), get(k)?)));
+    let order = Order::from_pairs(pairs).ok_or("incomplete order fields")?;
+    Ok(Entry {
+        stream: stream.to_string(),
+        id: e.id.clone(),
+        event,
+        order,
+    })
+}
+
+impl Store {
+    /// Creates the consumer group (from the stream's start) if it does not exist.
+    pub async fn ensure_group(
+        &self,
+        con: &mut ConnectionManager,
+        keys: &CampaignKeys,
+    ) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("XGROUP");
+        cmd.arg("CREATE")
+            .arg(&keys.outbox)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM");
+        match bounded(self.conn().timeout() * 4, cmd.query_async::<()>(con)).await {
+            Err(StoreError::Unavailable(m)) if m.contains("BUSYGROUP") => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Entries never delivered to any consumer of the group.
+    pub async fn read_new(
+        &self,
+        con: &mut ConnectionManager,
+        streams: &[String],
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<(String, StreamId)>, StoreError> {
+        if streams.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("STREAMS");
+        cmd.arg(streams);
+        for _ in streams {
+            cmd.arg(">");
+        }
+        let reply: Option<StreamReadReply> =
+            bounded(self.conn().timeout() * 4, cmd.query_async(con)).await?;
+        Ok(reply
+            .map(|r| {
+                r.keys
+                    .into_iter()
+                    .flat_map(|k| k.ids.into_iter().map(move |id| (k.key.clone(), id)))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Read-but-unacknowledged entries of one stream, oldest first.
+    pub async fn pending(
+        &self,
+        con: &mut ConnectionManager,
+        stream: &str,
+        count: usize,
+    ) -> Result<Vec<PendingEntry>, StoreError> {
+        let mut cmd = redis::cmd("XPENDING");
+        cmd.arg(stream).arg(GROUP).arg("-").arg("+").arg(count);
+        let reply: StreamPendingCountReply =
+            bounded(self.conn().timeout() * 4, cmd.query_async(con)).await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .map(|p| PendingEntry {
+                id: p.id,
+                consumer: p.consumer,
+                idle_ms: p.last_delivered_ms as u64,
+                deliveries: p.times_delivered as u64,
+            })
+            .collect())
+    }
+
+    /// Takes over entries idle at least `min_idle_ms` (XCLAIM bumps their delivery count).
+    pub async fn claim(
+        &self,
+        con: &mut ConnectionManager,
+        stream: &str,
+        consumer: &str,
+        min_idle_ms: u64,
+        ids: &[String],
+    ) -> Result<Vec<StreamId>, StoreError> {
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(stream)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(min_idle_ms)
+            .arg(ids);
+        let reply: StreamClaimReply =
+            bounded(self.conn().timeout() * 4, cmd.query_async(con)).await?;
+        Ok(reply.ids)
+    }
+
+    /// The sink has the entry: acknowledge and delete it, atomically.
+    pub async fn ack(
+        &self,
+        con: &mut ConnectionManager,
+        stream: &str,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("XACK")
+            .arg(stream)
+            .arg(GROUP)
+            .arg(id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(stream)
+            .arg(id)
+            .ignore();
+        bounded(self.conn().timeout() * 4, pipe.query_async::<()>(con)).await
+    }
+
+    /// Moves an entry to the campaign's dead-letter stream.
+    pub async fn dead_letter(
+        &self,
+        con: &mut ConnectionManager,
+        keys: &CampaignKeys,
+        id: &str,
+        attempts: u64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let mut inv = self.scripts.dead_letter.prepare_invoke();
+        inv.key(&keys.outbox)
+            .key(&keys.dead)
+            .arg(GROUP)
+            .arg(id)
+            .arg(attempts)
+            .arg(error);
+        bounded(
+            self.conn().timeout() * 4,
+            inv.invoke_async::<Option<String>>(con),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Re-queues up to `max` dead letters; returns how many moved.
+    pub async fn replay_dead(&self, keys: &CampaignKeys, max: usize) -> Result<u64, StoreError> {
+        let mut con = self.conn().get()?;
+        let mut inv = self.scripts.replay_dead.prepare_invoke();
+        inv.key(&keys.dead).key(&keys.outbox).arg(max);
+        bounded(self.conn().timeout() * 4, inv.invoke_async(&mut con)).await
+    }
+
+    /// (undelivered, dead) entry counts of a campaign.
+    pub async fn outbox_counts(&self, keys: &CampaignKeys) -> Result<(u64, u64), StoreError> {
+        let mut con = self.conn().get()?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("XLEN")
+            .arg(&keys.outbox)
+            .cmd("XLEN")
+            .arg(&keys.dead);
+        bounded(self.conn().timeout() * 4, pipe.query_async(&mut con)).await
+    }
+}

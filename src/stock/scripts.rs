@@ -1,0 +1,59 @@
+//! The Lua scripts in `lua/`, embedded at build time. Each is prefixed with `lib.lua`
+//! (shared helpers) and invoked by SHA; redis-rs reloads a script on NOSCRIPT and retries.
+
+use redis::Script;
+
+macro_rules! script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("../../lua/lib.lua"),
+            "\n",
+            include_str!(concat!("../../lua/", $file))
+        ))
+    };
+}
+
+pub struct Scripts {
+    pub reserve: Script,
+    pub cancel: Script,
+    pub confirm: Script,
+    pub expire: Script,
+    pub init: Script,
+    pub adjust: Script,
+    pub dead_letter: Script,
+    pub replay_dead: Script,
+}
+
+impl Scripts {
+    pub fn new() -> Scripts {
+        Scripts {
+            reserve: script!("reserve.lua"),
+            cancel: script!("cancel.lua"),
+            confirm: script!("confirm.lua"),
+            expire: script!("expire.lua"),
+            init: script!("init.lua"),
+            adjust: script!("adjust.lua"),
+            dead_letter: script!("dead_letter.lua"),
+            replay_dead: script!("replay_dead.lua"),
+        }
+    }
+
+    pub fn all(&self) -> [&Script; 8] {
+        [
+            &self.reserve,
+            &self.cancel,
+            &self.confirm,
+            &self.expire,
+            &self.init,
+            &self.adjust,
+            &self.dead_letter,
+            &self.replay_dead,
+        ]
+    }
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Scripts::new()
+    }
+}
