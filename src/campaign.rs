@@ -1,1 +1,222 @@
-//! TODO
+//! The registry of running campaigns: lookup by id, window checks, the local sold-out flag
+//! per item, the pause switch, and the cached `remaining` shown to the public.
+//!
+//! Reads are lock-free in effect: the map is an `Arc` swapped whole on reload, and readers
+//! clone the `Arc` under a std `RwLock` held only for that clone (never across an await).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+
+use crate::config::Campaign;
+use crate::stock::CampaignKeys;
+
+/// After Redis says an item is sold out, answer 409 from memory for this long, then ask
+/// again: stock can come back through cancellation and expiry.
+pub const SOLD_OUT_RECHECK: Duration = Duration::from_millis(250);
+
+/// One item of a running campaign.
+#[derive(Debug)]
+pub struct ItemState {
+    pub sku: String,
+    pub price_cents: u64,
+    pub stock: u64,
+    /// `<base>item:<sku>`, built once.
+    pub key: String,
+    /// Until when (ms since the registry's epoch) the item is known sold out.
+    sold_out_until: AtomicU64,
+    /// Last `remaining` read from Redis by the refresher; -1 before the first read.
+    pub remaining: AtomicI64,
+}
+
+/// One running campaign.
+#[derive(Debug)]
+pub struct CampaignState {
+    pub cfg: Campaign,
+    pub keys: CampaignKeys,
+    pub items: Vec<ItemState>,
+    /// Operator pause (degradation switch): buys get 503 `paused`.
+    pub paused: AtomicBool,
+}
+
+/// Where `now` falls in a campaign's window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    NotStarted { secs_to_start: u64 },
+    Open,
+    Ended,
+}
+
+impl CampaignState {
+    pub fn item(&self, sku: &str) -> Option<&ItemState> {
+        self.items.iter().find(|i| i.sku == sku)
+    }
+
+    pub fn window(&self, now: OffsetDateTime) -> Window {
+        if now < self.cfg.starts_at {
+            let secs = (self.cfg.starts_at - now).as_seconds_f64().ceil() as u64;
+            Window::NotStarted {
+                secs_to_start: secs.max(1),
+            }
+        } else if now >= self.cfg.ends_at {
+            Window::Ended
+        } else {
+            Window::Open
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    prefix: String,
+    epoch: Instant,
+    campaigns: RwLock<Arc<HashMap<String, Arc<CampaignState>>>>,
+}
+
+impl Registry {
+    pub fn new(prefix: &str, campaigns: &[Campaign]) -> Registry {
+        let r = Registry {
+            inner: Arc::new(Inner {
+                prefix: prefix.to_string(),
+                epoch: Instant::now(),
+                campaigns: RwLock::new(Arc::default()),
+            }),
+        };
+        r.replace(campaigns);
+        r
+    }
+
+    /// Swaps in a new, already validated, campaign set. Pause flags carry over.
+    pub fn replace(&self, campaigns: &[Campaign]) {
+        let old = self.snapshot();
+        let map = campaigns
+            .iter()
+            .map(|c| {
+                let keys = CampaignKeys::new(&self.inner.prefix, &c.id);
+                let items = c
+                    .items
+                    .iter()
+                    .map(|i| {
+                        let prev = old.get(&c.id).and_then(|o| o.item(&i.sku));
+                        ItemState {
+                            sku: i.sku.clone(),
+                            price_cents: i.price_cents,
+                            stock: i.stock,
+                            key: keys.item(&i.sku),
+                            sold_out_until: AtomicU64::new(0),
+                            remaining: AtomicI64::new(
+                                prev.map_or(-1, |p| p.remaining.load(Ordering::Relaxed)),
+                            ),
+                        }
+                    })
+                    .collect();
+                let paused = old
+                    .get(&c.id)
+                    .is_some_and(|o| o.paused.load(Ordering::Relaxed));
+                let state = CampaignState {
+                    cfg: c.clone(),
+                    keys,
+                    items,
+                    paused: AtomicBool::new(paused),
+                };
+                (c.id.clone(), Arc::new(state))
+            })
+            .collect();
+        *self
+            .inner
+            .campaigns
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
+    }
+
+    pub fn snapshot(&self) -> Arc<HashMap<String, Arc<CampaignState>>> {
+        self.inner
+            .campaigns
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<CampaignState>> {
+        self.inner
+            .campaigns
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.inner.epoch.elapsed().as_millis() as u64
+    }
+
+    /// True while a recent reserve said this item is sold out.
+    pub fn known_sold_out(&self, item: &ItemState) -> bool {
+        item.sold_out_until.load(Ordering::Relaxed) > self.now_ms()
+    }
+
+    pub fn mark_sold_out(&self, item: &ItemState) {
+        item.sold_out_until.store(
+            self.now_ms() + SOLD_OUT_RECHECK.as_millis() as u64,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn campaign() -> Campaign {
+        Campaign {
+            id: "c1".into(),
+            name: "c".into(),
+            starts_at: datetime!(2026-11-11 00:00 UTC),
+            ends_at: datetime!(2026-11-11 00:30 UTC),
+            payment_window: Duration::from_secs(60),
+            per_user_limit: 1,
+            limits: Default::default(),
+            items: vec![crate::config::Item {
+                sku: "a".into(),
+                stock: 3,
+                price_cents: 100,
+            }],
+            file: "c1.toml".into(),
+        }
+    }
+
+    #[test]
+    fn windows() {
+        let r = Registry::new("fg", &[campaign()]);
+        let c = r.get("c1").unwrap();
+        assert_eq!(
+            c.window(datetime!(2026-11-10 23:59:58.5 UTC)),
+            Window::NotStarted { secs_to_start: 2 }
+        );
+        assert_eq!(c.window(datetime!(2026-11-11 00:00 UTC)), Window::Open);
+        assert_eq!(c.window(datetime!(2026-11-11 00:30 UTC)), Window::Ended);
+    }
+
+    #[test]
+    fn sold_out_flag_expires_and_pause_survives_reload() {
+        let r = Registry::new("fg", &[campaign()]);
+        let c = r.get("c1").unwrap();
+        let item = c.item("a").unwrap();
+        assert!(!r.known_sold_out(item));
+        r.mark_sold_out(item);
+        assert!(r.known_sold_out(item));
+        c.paused.store(true, Ordering::Relaxed);
+        r.replace(&[campaign()]);
+        assert!(r.get("c1").unwrap().paused.load(Ordering::Relaxed));
+        assert_eq!(c.keys.base, "fg:{c1}:");
+        assert_eq!(item.key, "fg:{c1}:item:a");
+    }
+}

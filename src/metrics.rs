@@ -1,1 +1,140 @@
-//! TODO
+//! The Prometheus registry and its families (SPEC §7 names), served on the admin listener.
+//!
+//! Label sets on the buy path are few and fixed; `with_label_values` on them is a hashed
+//! read-locked lookup, cheap next to the Redis round trip.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub stock_remaining: IntGaugeVec,
+    pub preorders: IntCounterVec,
+    pub outbox_pending: IntGauge,
+    pub outbox_dead: IntGauge,
+    pub sink_deliveries: IntCounterVec,
+    pub redis_errors: IntCounter,
+    pub inflight: IntGauge,
+    pub limiter_keys: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "flashgate_requests_total",
+                "Requests by route and outcome (problem slug, or ok)",
+            ),
+            &["route", "outcome"],
+        )
+        .expect("valid metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "flashgate_request_duration_seconds",
+                "Request duration by route",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 10.0,
+            ]),
+            &["route"],
+        )
+        .expect("valid metric");
+        let stock_remaining = IntGaugeVec::new(
+            Opts::new(
+                "flashgate_stock_remaining",
+                "Units on sale per item (refreshed every second)",
+            ),
+            &["campaign", "sku"],
+        )
+        .expect("valid metric");
+        let preorders = IntCounterVec::new(
+            Opts::new(
+                "flashgate_preorders_total",
+                "Pre-order lifecycle events seen by this instance",
+            ),
+            &["campaign", "sku", "event"],
+        )
+        .expect("valid metric");
+        let outbox_pending = IntGauge::new(
+            "flashgate_outbox_pending",
+            "Outbox entries not yet acknowledged by the sink",
+        )
+        .expect("valid metric");
+        let outbox_dead = IntGauge::new(
+            "flashgate_outbox_dead",
+            "Entries in the dead-letter streams",
+        )
+        .expect("valid metric");
+        let sink_deliveries = IntCounterVec::new(
+            Opts::new(
+                "flashgate_sink_deliveries_total",
+                "Sink delivery attempts by result (ok, retry, failed)",
+            ),
+            &["sink", "result"],
+        )
+        .expect("valid metric");
+        let redis_errors =
+            IntCounter::new("flashgate_redis_errors_total", "Redis calls that failed")
+                .expect("valid metric");
+        let inflight = IntGauge::new("flashgate_inflight_requests", "Buy requests in flight")
+            .expect("valid metric");
+        let limiter_keys = IntGauge::new(
+            "flashgate_limiter_keys",
+            "Keys held by the per-IP and per-user rate limiters",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(stock_remaining.clone()),
+            Box::new(preorders.clone()),
+            Box::new(outbox_pending.clone()),
+            Box::new(outbox_dead.clone()),
+            Box::new(sink_deliveries.clone()),
+            Box::new(redis_errors.clone()),
+            Box::new(inflight.clone()),
+            Box::new(limiter_keys.clone()),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        Metrics {
+            registry,
+            requests,
+            duration,
+            stock_remaining,
+            preorders,
+            outbox_pending,
+            outbox_dead,
+            sink_deliveries,
+            redis_errors,
+            inflight,
+            limiter_keys,
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+
+    pub fn preorder(&self, campaign: &str, sku: &str, event: &str, units: u64) {
+        self.preorders
+            .with_label_values(&[campaign, sku, event])
+            .inc_by(units);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,56 @@
+//! The expiry sweeper: every instance runs one. Each tick it asks `expire.lua` to close
+//! due pre-orders of every campaign in batches; the script's state check makes concurrent
+//! sweepers safe (an order leaves `pending_payment` once, so stock returns once).
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::campaign::Registry;
+use crate::metrics::Metrics;
+use crate::stock::Store;
+
+/// Orders closed per script call; small enough to keep Redis responsive between calls.
+pub const BATCH: usize = 200;
+
+pub async fn run(
+    store: Store,
+    registry: Registry,
+    metrics: Metrics,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if store.conn().get().is_err() {
+            continue;
+        }
+        for c in registry.snapshot().values() {
+            loop {
+                match store.expire_due(&c.keys, BATCH).await {
+                    Ok((seen, expired)) => {
+                        for (sku, qty) in &expired {
+                            metrics.preorder(&c.cfg.id, sku, "expired", *qty as u64);
+                        }
+                        if !expired.is_empty() {
+                            tracing::debug!(campaign = %c.cfg.id, n = expired.len(), "pre-orders expired");
+                        }
+                        if seen < BATCH {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        metrics.redis_errors.inc();
+                        tracing::warn!(campaign = %c.cfg.id, error = %e, "expiry sweep failed; will retry");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

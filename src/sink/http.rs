@@ -1,0 +1,80 @@
+//! The `http` sink (SPEC §6): `POST orders.http_url` with the order JSON,
+//! `Idempotency-Key: <order_id>` and a `Flashgate-Signature` made with the sink secret.
+//! Any 2xx means persisted; anything else is retried by the outbox consumer.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+use super::{DeliverFuture, Sink, SinkError};
+use crate::orders::payment::sign;
+use crate::stock::outbox::Entry;
+
+pub struct HttpSink {
+    client: Client<HttpConnector, Full<Bytes>>,
+    url: Uri,
+    secret: Option<Vec<u8>>,
+    timeout: Duration,
+}
+
+impl HttpSink {
+    pub fn new(url: &str, secret: Option<&str>, timeout: Duration) -> Result<HttpSink, SinkError> {
+        let url: Uri = url
+            .parse()
+            .map_err(|e| SinkError::Config(format!("orders.http_url: {e}")))?;
+        if url.scheme_str() != Some("http") {
+            return Err(SinkError::Config(
+                "orders.http_url must be http:// (put TLS in front of the store)".into(),
+            ));
+        }
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Ok(HttpSink {
+            client,
+            url,
+            secret: secret.map(|s| s.as_bytes().to_vec()),
+            timeout,
+        })
+    }
+
+    async fn post(&self, entry: &Entry) -> Result<(), SinkError> {
+        let body = entry.order.to_json();
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(self.url.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("idempotency-key", &entry.order.order_id);
+        if let Some(secret) = &self.secret {
+            let t = time::OffsetDateTime::now_utc().unix_timestamp();
+            req = req.header("flashgate-signature", sign(secret, &body, t));
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| SinkError::Config(e.to_string()))?;
+        let res = tokio::time::timeout(self.timeout, self.client.request(req))
+            .await
+            .map_err(|_| SinkError::Unreachable("timed out".into()))?
+            .map_err(|e| SinkError::Unreachable(e.to_string()))?;
+        let status = res.status();
+        // Drain the body so the connection goes back to the pool.
+        let _ = tokio::time::timeout(self.timeout, res.into_body().collect()).await;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(SinkError::Refused(format!("store answered {status}")))
+        }
+    }
+}
+
+impl Sink for HttpSink {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn deliver<'a>(&'a self, entry: &'a Entry) -> DeliverFuture<'a> {
+        Box::pin(self.post(entry))
+    }
+}

@@ -1,0 +1,110 @@
+//! The `postgres` sink (SPEC §6): one row per order in `flashgate_orders` (created if
+//! absent), `order_id` primary key, `ON CONFLICT DO NOTHING` so re-delivery is a no-op.
+//!
+//! Columns (also in README): order_id, status ('paid' | 'refund_required'), campaign, sku,
+//! user_id, quantity, amount_cents, payment_id, created_at, pay_by, paid_at, received_at.
+
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls};
+
+use super::{DeliverFuture, Sink, SinkError};
+use crate::stock::outbox::Entry;
+
+const CREATE: &str = "CREATE TABLE IF NOT EXISTS flashgate_orders (
+    order_id     text PRIMARY KEY,
+    status       text NOT NULL,
+    campaign     text NOT NULL,
+    sku          text NOT NULL,
+    user_id      text NOT NULL,
+    quantity     integer NOT NULL,
+    amount_cents bigint NOT NULL,
+    payment_id   text,
+    created_at   timestamptz NOT NULL,
+    pay_by       timestamptz NOT NULL,
+    paid_at      timestamptz,
+    received_at  timestamptz NOT NULL DEFAULT now()
+)";
+
+const INSERT: &str = "INSERT INTO flashgate_orders
+    (order_id, status, campaign, sku, user_id, quantity, amount_cents, payment_id, created_at, pay_by, paid_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
+            to_timestamp($9::bigint / 1000.0), to_timestamp($10::bigint / 1000.0), to_timestamp($11::bigint / 1000.0))
+    ON CONFLICT (order_id) DO NOTHING";
+
+pub struct PostgresSink {
+    url: String,
+    /// The connection, made on first use and remade after an error. A tokio `Mutex`
+    /// because it is held across the query's await; deliveries are sequential per consumer.
+    client: Mutex<Option<Client>>,
+}
+
+impl PostgresSink {
+    pub fn new(url: &str) -> PostgresSink {
+        PostgresSink {
+            url: url.to_string(),
+            client: Mutex::new(None),
+        }
+    }
+
+    async fn connect(&self) -> Result<Client, SinkError> {
+        let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
+            .await
+            .map_err(|e| SinkError::Unreachable(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "postgres sink connection closed");
+            }
+        });
+        client
+            .batch_execute(CREATE)
+            .await
+            .map_err(|e| SinkError::Unreachable(e.to_string()))?;
+        Ok(client)
+    }
+
+    async fn insert(&self, entry: &Entry) -> Result<(), SinkError> {
+        let mut guard = self.client.lock().await;
+        if guard.as_ref().is_none_or(|c| c.is_closed()) {
+            *guard = Some(self.connect().await?);
+        }
+        let client = guard
+            .as_ref()
+            .ok_or_else(|| SinkError::Unreachable("no connection".into()))?;
+        let o = &entry.order;
+        let result = client
+            .execute(
+                INSERT,
+                &[
+                    &o.order_id,
+                    &entry.event.as_str(),
+                    &o.campaign,
+                    &o.sku,
+                    &o.user_id,
+                    &(o.quantity as i32),
+                    &(o.amount_cents as i64),
+                    &o.payment_id,
+                    &o.created_at,
+                    &o.pay_by,
+                    &o.paid_at,
+                ],
+            )
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                *guard = None;
+                Err(SinkError::Unreachable(e.to_string()))
+            }
+        }
+    }
+}
+
+impl Sink for PostgresSink {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn deliver<'a>(&'a self, entry: &'a Entry) -> DeliverFuture<'a> {
+        Box::pin(self.insert(entry))
+    }
+}
