@@ -116,7 +116,9 @@ pub async fn buy(app: &App, req: Request<Incoming>, peer: IpAddr) -> Handled {
         Ok(q) => q,
         Err(p) => return p.into(),
     };
-    if app.registry.known_sold_out(item) {
+    // A retry that names its Idempotency-Key goes to Redis even after a sell-out: its
+    // earlier attempt may have reserved (a timeout leaves the outcome unknown).
+    if idem.is_none() && app.registry.known_sold_out(item) {
         return Problem::sold_out().into();
     }
     let request = ReserveRequest {
