@@ -1,1 +1,680 @@
+//! Unit tests for `config`: the example files load, and every error names the file, the
+//! line:column and the field. Positions are computed from the TOML text of each test
+//! (`pos_of`), so a test reads as "the error points at this token".
 
+use super::*;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use tempfile::TempDir;
+use time::macros::datetime;
+
+/// A small valid gateway.toml; tests inject faults with `str::replace`.
+const GATEWAY: &str = r#"[server]
+listen = "127.0.0.1:8080"
+admin_listen = "127.0.0.1:9090"
+header_read_timeout = "5s"
+trusted_proxies = ["127.0.0.1/32", "10.0.0.0/8"]
+
+[redis]
+url = "redis://127.0.0.1:6379/0"
+
+[upstream]
+url = "http://127.0.0.1:3000"
+
+[identity]
+mode = "jwt"
+jwt_secret_env = "FG_TEST_JWT"
+
+[limits]
+per_ip = { rate = 20, per = "1s", burst = 40 }
+
+[orders]
+sink = "http"
+http_url = "http://127.0.0.1:3000/flashgate/orders"
+"#;
+
+/// A small valid campaign file.
+const CAMPAIGN: &str = r#"id = "sale"
+name = "Test sale"
+starts_at = 2026-11-11T00:00:00+08:00
+ends_at = 2026-11-11T00:30:00+08:00
+payment_window = "30m"
+per_user_limit = 1
+
+[[items]]
+sku = "phone-black"
+stock = 10
+price_cents = 99900
+
+[[items]]
+sku = "phone-white"
+stock = 5
+price_cents = 99900
+"#;
+
+/// Every secret the configs above (and the example config) name.
+fn env(name: &str) -> Option<String> {
+    match name {
+        "FG_TEST_JWT"
+        | "FLASHGATE_JWT_SECRET"
+        | "FLASHGATE_PAYMENT_SECRET"
+        | "FLASHGATE_ADMIN_TOKEN"
+        | "FLASHGATE_SINK_SECRET" => Some(format!("secret-of-{name}")),
+        _ => None,
+    }
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// A gateway.toml and campaign files written into a fresh temporary directory.
+struct Fixture {
+    dir: TempDir,
+}
+
+impl Fixture {
+    fn new(gateway: &str, campaigns: &[(&str, &str)]) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("gateway.toml"), gateway).unwrap();
+        fs::create_dir(dir.path().join("campaigns")).unwrap();
+        for (name, text) in campaigns {
+            fs::write(dir.path().join("campaigns").join(name), text).unwrap();
+        }
+        Fixture { dir }
+    }
+
+    fn gateway(&self) -> PathBuf {
+        self.dir.path().join("gateway.toml")
+    }
+
+    fn campaign(&self, name: &str) -> PathBuf {
+        self.dir.path().join("campaigns").join(name)
+    }
+
+    fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(&self.gateway(), &env)
+    }
+
+    #[track_caller]
+    fn load_err(&self) -> ConfigError {
+        match self.load() {
+            Ok(_) => panic!("expected a configuration error, got Ok"),
+            Err(e) => e,
+        }
+    }
+}
+
+/// Loads a faulty gateway.toml next to the valid campaign; returns the error.
+#[track_caller]
+fn gateway_err(gateway: &str) -> (Fixture, ConfigError) {
+    let fx = Fixture::new(gateway, &[("sale.toml", CAMPAIGN)]);
+    let err = fx.load_err();
+    (fx, err)
+}
+
+/// Loads the valid gateway.toml with one faulty campaign; returns the error.
+#[track_caller]
+fn campaign_err(campaign: &str) -> (Fixture, ConfigError) {
+    let fx = Fixture::new(GATEWAY, &[("sale.toml", campaign)]);
+    let err = fx.load_err();
+    (fx, err)
+}
+
+/// 1-based (line, column) of the first occurrence of `needle` in `src`.
+#[track_caller]
+fn pos_of(src: &str, needle: &str) -> (usize, usize) {
+    let offset = src
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} not in the test TOML"));
+    let before = &src[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().unwrap().chars().count() + 1;
+    (line, col)
+}
+
+/// 1-based (line, column) just after the first occurrence of `before` in `src`: where
+/// the value of `key = ` starts.
+#[track_caller]
+fn pos_after(src: &str, before: &str) -> (usize, usize) {
+    let (line, col) = pos_of(src, before);
+    (line, col + before.chars().count())
+}
+
+/// The error is in `file` at `(line, col)`, its message names `field`, and Display
+/// renders `path:line:col: message`.
+#[track_caller]
+fn assert_error(err: &ConfigError, file: &Path, (line, col): (usize, usize), field: &str) {
+    assert_eq!(err.file, file, "wrong file in {err}");
+    assert_eq!(err.position, Some((line, col)), "wrong position in {err}");
+    assert!(
+        err.message.contains(field),
+        "message does not name the field {field:?}: {err}"
+    );
+    let shown = err.to_string();
+    let prefix = format!("{}:{line}:{col}: ", file.display());
+    assert!(
+        shown.starts_with(&prefix),
+        "Display {shown:?} does not start with {prefix:?}"
+    );
+    assert!(shown.ends_with(&err.message), "Display {shown:?}");
+}
+
+// === the example configuration ===
+
+fn example(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config")
+        .join(relative)
+}
+
+#[test]
+#[ignore = "bug: config/gateway.toml (verbatim SPEC §3) writes `campaigns_dir` after [orders], so TOML reads it as orders.campaigns_dir, which config.rs rejects as an unknown field"]
+fn example_config_loads() {
+    let path = example("gateway.toml");
+    let c = Config::load(&path, &env).unwrap_or_else(|e| panic!("{e}"));
+    assert_is_example(&c, &path);
+}
+
+/// The example files, with `campaigns_dir` moved to the top level (where config.rs
+/// expects it) until the bug above is settled; everything else as shipped.
+fn example_fixture() -> Fixture {
+    let src = fs::read_to_string(example("gateway.toml")).unwrap();
+    let line = "campaigns_dir = \"campaigns\"\n";
+    assert!(src.contains(line), "the example no longer has {line:?}");
+    let moved = format!("{line}{}", src.replace(line, ""));
+    let demo = fs::read_to_string(example("campaigns/demo.toml")).unwrap();
+    Fixture::new(&moved, &[("demo.toml", &demo)])
+}
+
+#[test]
+fn example_config_loads_with_campaigns_dir_at_top_level() {
+    let fx = example_fixture();
+    let c = fx.load().unwrap_or_else(|e| panic!("{e}"));
+    assert_is_example(&c, &fx.gateway());
+}
+
+/// Every value of config/gateway.toml and config/campaigns/demo.toml.
+#[track_caller]
+fn assert_is_example(c: &Config, path: &Path) {
+    assert_eq!(c.path, path);
+    assert_eq!(c.server.listen, "0.0.0.0:8080".parse().unwrap());
+    assert_eq!(c.server.admin_listen, "127.0.0.1:9090".parse().unwrap());
+    assert_eq!(c.server.header_read_timeout.0, Duration::from_secs(5));
+    assert_eq!(c.server.max_body_bytes, 16384);
+    assert_eq!(
+        c.server.trusted_proxies,
+        vec!["127.0.0.1/32".parse::<IpNet>().unwrap()]
+    );
+    assert_eq!(c.server.max_inflight, 20000);
+    assert_eq!(c.redis.url, "redis://127.0.0.1:6379/0");
+    assert_eq!(c.redis.key_prefix, "fg");
+    assert_eq!(c.redis.command_timeout.0, Duration::from_millis(250));
+    assert_eq!(c.upstream.url, "http://127.0.0.1:3000");
+    assert_eq!(c.upstream.timeout.0, Duration::from_secs(10));
+    assert_eq!(c.identity.mode, IdentityMode::Jwt);
+    assert_eq!(
+        c.limits.per_ip,
+        Some(RateSpec {
+            rate: 20,
+            per: HumanDuration(Duration::from_secs(1)),
+            burst: 40
+        })
+    );
+    assert_eq!(
+        c.limits.per_user,
+        Some(RateSpec {
+            rate: 5,
+            per: HumanDuration(Duration::from_secs(1)),
+            burst: 10
+        })
+    );
+    assert_eq!(c.payment.tolerance.0, Duration::from_secs(300));
+    assert_eq!(c.orders.sink, SinkKind::Http);
+    assert_eq!(
+        c.orders.http_url.as_deref(),
+        Some("http://127.0.0.1:3000/flashgate/orders")
+    );
+    assert_eq!(c.campaigns_dir, path.parent().unwrap().join("campaigns"));
+
+    let s = &c.secrets;
+    assert_eq!(
+        s.jwt_secret.as_deref(),
+        Some("secret-of-FLASHGATE_JWT_SECRET")
+    );
+    assert_eq!(
+        s.payment_secret.as_deref(),
+        Some("secret-of-FLASHGATE_PAYMENT_SECRET")
+    );
+    assert_eq!(
+        s.admin_token.as_deref(),
+        Some("secret-of-FLASHGATE_ADMIN_TOKEN")
+    );
+    assert_eq!(
+        s.sink_secret.as_deref(),
+        Some("secret-of-FLASHGATE_SINK_SECRET")
+    );
+    assert_eq!(s.postgres_url, None);
+
+    let [demo] = c.campaigns.as_slice() else {
+        panic!("expected exactly the demo campaign: {:?}", c.campaigns);
+    };
+    assert_eq!(demo.id, "demo");
+    assert_eq!(demo.starts_at, datetime!(2026-01-01 0:00 UTC));
+    assert_eq!(demo.ends_at, datetime!(2036-01-01 0:00 UTC));
+    assert_eq!(demo.payment_window, Duration::from_secs(15));
+    assert_eq!(demo.per_user_limit, 1);
+    assert_eq!(demo.limits, LimitsConfig::default());
+    assert_eq!(
+        demo.items,
+        vec![
+            Item {
+                sku: "phone-x-128g-black".into(),
+                stock: 100,
+                price_cents: 99900
+            },
+            Item {
+                sku: "phone-x-128g-white".into(),
+                stock: 50,
+                price_cents: 99900
+            },
+        ]
+    );
+    assert_eq!(demo.file, c.campaigns_dir.join("demo.toml"));
+}
+
+#[test]
+fn secrets_never_show_in_debug() {
+    let c = example_fixture().load().unwrap();
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("secret-of-"), "{shown}");
+    assert!(shown.contains("<set>"));
+}
+
+#[test]
+fn fixture_loads_with_defaults() {
+    let fx = Fixture::new(GATEWAY, &[("sale.toml", CAMPAIGN)]);
+    let c = fx.load().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.redis.key_prefix, "fg");
+    assert_eq!(c.payment.tolerance.0, Duration::from_secs(300));
+    assert_eq!(c.admin.token_env, None);
+    assert_eq!(c.secrets.admin_token, None);
+    assert_eq!(
+        c.secrets.jwt_secret.as_deref(),
+        Some("secret-of-FG_TEST_JWT")
+    );
+    assert_eq!(c.limits.per_user, None);
+    let sale = &c.campaigns[0];
+    assert_eq!(sale.starts_at, datetime!(2026-11-11 0:00 +8));
+    assert_eq!(sale.ends_at, datetime!(2026-11-10 16:30 UTC));
+    assert_eq!(sale.payment_window, Duration::from_secs(30 * 60));
+    assert_eq!(sale.items.len(), 2);
+}
+
+#[test]
+fn campaigns_load_sorted_by_file_name() {
+    let second = CAMPAIGN.replace(r#"id = "sale""#, r#"id = "a-second""#);
+    let fx = Fixture::new(
+        GATEWAY,
+        &[
+            ("b.toml", CAMPAIGN),
+            ("a.toml", &second),
+            ("notes.txt", "not a campaign"),
+        ],
+    );
+    let ids: Vec<_> = fx
+        .load()
+        .unwrap()
+        .campaigns
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, ["a-second", "sale"]);
+}
+
+#[test]
+fn header_identity_needs_no_jwt_secret() {
+    let gw = GATEWAY.replace(r#"mode = "jwt""#, r#"mode = "header""#);
+    let fx = Fixture::new(&gw, &[("sale.toml", CAMPAIGN)]);
+    let c = Config::load(&fx.gateway(), &no_env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.identity.mode, IdentityMode::Header);
+    assert_eq!(c.identity.header, "X-User-Id");
+    assert_eq!(c.secrets.jwt_secret, None);
+}
+
+// === gateway.toml errors ===
+
+#[test]
+fn unknown_key_in_gateway() {
+    let gw = GATEWAY.replace("[redis]\n", "[redis]\ncolour = \"red\"\n");
+    let (fx, err) = gateway_err(&gw);
+    assert_error(&err, &fx.gateway(), pos_of(&gw, "colour"), "colour");
+}
+
+#[test]
+fn unknown_key_in_inline_table() {
+    let gw = GATEWAY.replace("burst = 40 }", "burst = 40, jitter = 1 }");
+    let (fx, err) = gateway_err(&gw);
+    assert_error(&err, &fx.gateway(), pos_of(&gw, "jitter"), "jitter");
+}
+
+#[test]
+fn unknown_section_in_gateway() {
+    let gw = format!("{GATEWAY}\n[cache]\nsize = 1\n");
+    let (fx, err) = gateway_err(&gw);
+    assert_error(&err, &fx.gateway(), pos_of(&gw, "cache"), "cache");
+}
+
+#[test]
+fn bad_duration_points_at_value() {
+    let gw = GATEWAY.replace(r#""5s""#, r#""5 parsecs""#);
+    let (fx, err) = gateway_err(&gw);
+    let at = pos_after(&gw, "header_read_timeout = ");
+    assert_error(&err, &fx.gateway(), at, "invalid duration \"5 parsecs\"");
+}
+
+#[test]
+#[ignore = "bug: serde errors lose their key path (parse_toml keeps only TomlError::message()), so a bad duration does not name `server.header_read_timeout`"]
+fn bad_duration_names_field() {
+    let gw = GATEWAY.replace(r#""5s""#, r#""5 parsecs""#);
+    let (fx, err) = gateway_err(&gw);
+    let at = pos_after(&gw, "header_read_timeout = ");
+    assert_error(&err, &fx.gateway(), at, "header_read_timeout");
+}
+
+#[test]
+fn bad_cidr_points_at_list() {
+    let gw = GATEWAY.replace("10.0.0.0/8", "10.0.0.0/33");
+    let (fx, err) = gateway_err(&gw);
+    let at = pos_after(&gw, "trusted_proxies = ");
+    assert_error(&err, &fx.gateway(), at, "invalid CIDR \"10.0.0.0/33\"");
+}
+
+#[test]
+#[ignore = "bug: serde errors lose their key path (parse_toml keeps only TomlError::message()), so a bad CIDR does not name `server.trusted_proxies`"]
+fn bad_cidr_names_field() {
+    let gw = GATEWAY.replace("10.0.0.0/8", "10.0.0.0/33");
+    let (fx, err) = gateway_err(&gw);
+    let at = pos_after(&gw, "trusted_proxies = ");
+    assert_error(&err, &fx.gateway(), at, "trusted_proxies");
+}
+
+#[test]
+fn missing_jwt_secret_env_var() {
+    let fx = Fixture::new(GATEWAY, &[("sale.toml", CAMPAIGN)]);
+    let err = Config::load(&fx.gateway(), &no_env).unwrap_err();
+    let at = pos_of(GATEWAY, "jwt_secret_env");
+    assert_error(&err, &fx.gateway(), at, "identity.jwt_secret_env");
+    assert!(err.message.contains("FG_TEST_JWT"), "{err}");
+}
+
+#[test]
+fn http_sink_requires_url() {
+    let gw = GATEWAY.replace(
+        "http_url = \"http://127.0.0.1:3000/flashgate/orders\"\n",
+        "",
+    );
+    let (fx, err) = gateway_err(&gw);
+    assert_error(&err, &fx.gateway(), pos_of(&gw, "sink"), "orders.http_url");
+}
+
+#[test]
+fn postgres_sink_requires_url_env_var() {
+    let gw = GATEWAY.replace(r#"sink = "http""#, r#"sink = "postgres""#);
+    let (fx, err) = gateway_err(&gw);
+    // postgres_url_env is not written in the file: only the file and field can be named.
+    assert_eq!(err.file, fx.gateway());
+    assert!(err.message.contains("orders.postgres_url_env"), "{err}");
+    assert!(err.message.contains("FLASHGATE_POSTGRES_URL"), "{err}");
+}
+
+#[test]
+fn missing_campaigns_dir() {
+    let gw = format!("campaigns_dir = \"nowhere\"\n{GATEWAY}");
+    let fx = Fixture::new(&gw, &[]);
+    let err = fx.load_err();
+    let at = pos_after(&gw, "campaigns_dir = ");
+    assert_error(&err, &fx.gateway(), at, "campaigns_dir");
+}
+
+#[test]
+fn upstream_url_must_be_http() {
+    let gw = GATEWAY.replace("\"http://127.0.0.1:3000\"", "\"ftp://127.0.0.1:3000\"");
+    let (fx, err) = gateway_err(&gw);
+    assert_eq!(err.file, fx.gateway());
+    assert!(err.message.contains("upstream.url"), "{err}");
+}
+
+#[test]
+#[ignore = "bug: the upstream.url check uses find_key(\"url\"), which finds the first `url =` (under [redis]), so the error points at the wrong line"]
+fn upstream_url_error_points_at_upstream() {
+    let gw = GATEWAY.replace("\"http://127.0.0.1:3000\"", "\"ftp://127.0.0.1:3000\"");
+    let (fx, err) = gateway_err(&gw);
+    let at = pos_of(&gw, "url = \"ftp://");
+    assert_error(&err, &fx.gateway(), at, "upstream.url");
+}
+
+#[test]
+fn zero_rate_is_refused() {
+    let gw = GATEWAY.replace("rate = 20", "rate = 0");
+    let (fx, err) = gateway_err(&gw);
+    assert_eq!(err.file, fx.gateway());
+    assert!(err.message.contains("limits.per_ip"), "{err}");
+}
+
+#[test]
+#[ignore = "bug: gateway [limits] validation errors are built with err(None, ..), so they carry no line:column"]
+fn zero_rate_error_has_position() {
+    let gw = GATEWAY.replace("rate = 20", "rate = 0");
+    let (fx, err) = gateway_err(&gw);
+    assert_error(&err, &fx.gateway(), pos_of(&gw, "per_ip"), "limits.per_ip");
+}
+
+// === campaign errors ===
+
+#[test]
+fn unknown_key_in_campaign() {
+    let c = CAMPAIGN.replace("per_user_limit = 1\n", "per_user_limit = 1\ndiscount = 5\n");
+    let (fx, err) = campaign_err(&c);
+    let at = pos_of(&c, "discount");
+    assert_error(&err, &fx.campaign("sale.toml"), at, "discount");
+}
+
+#[test]
+fn unknown_key_in_campaign_item() {
+    let c = CAMPAIGN.replace("stock = 5\n", "stock = 5\ncolour = \"white\"\n");
+    let (fx, err) = campaign_err(&c);
+    let at = pos_of(&c, "colour");
+    assert_error(&err, &fx.campaign("sale.toml"), at, "colour");
+}
+
+#[test]
+fn bad_payment_window_points_at_value() {
+    let c = CAMPAIGN.replace(r#""30m""#, r#""half an hour""#);
+    let (fx, err) = campaign_err(&c);
+    let at = pos_after(&c, "payment_window = ");
+    assert_error(&err, &fx.campaign("sale.toml"), at, "invalid duration");
+}
+
+#[test]
+#[ignore = "bug: serde errors lose their key path (parse_toml keeps only TomlError::message()), so a bad duration does not name `payment_window`"]
+fn bad_payment_window_names_field() {
+    let c = CAMPAIGN.replace(r#""30m""#, r#""half an hour""#);
+    let (fx, err) = campaign_err(&c);
+    let at = pos_after(&c, "payment_window = ");
+    assert_error(&err, &fx.campaign("sale.toml"), at, "payment_window");
+}
+
+#[test]
+fn ends_at_before_starts_at() {
+    let c = CAMPAIGN.replace("2026-11-11T00:30:00+08:00", "2026-11-10T23:59:59+08:00");
+    let (fx, err) = campaign_err(&c);
+    let at = pos_after(&c, "ends_at = ");
+    assert_error(&err, &fx.campaign("sale.toml"), at, "field `ends_at`");
+}
+
+#[test]
+fn ends_at_equal_to_starts_at() {
+    let c = CAMPAIGN.replace("2026-11-11T00:30:00+08:00", "2026-11-10T16:00:00Z");
+    let (fx, err) = campaign_err(&c);
+    let at = pos_after(&c, "ends_at = ");
+    assert_error(&err, &fx.campaign("sale.toml"), at, "field `ends_at`");
+}
+
+#[test]
+fn datetime_without_offset() {
+    let c = CAMPAIGN.replace("2026-11-11T00:00:00+08:00", "2026-11-11T00:00:00");
+    let (fx, err) = campaign_err(&c);
+    let at = pos_after(&c, "starts_at = ");
+    assert_error(&err, &fx.campaign("sale.toml"), at, "field `starts_at`");
+    assert!(err.message.contains("offset"), "{err}");
+}
+
+#[test]
+fn date_without_time() {
+    let c = CAMPAIGN.replace("2026-11-11T00:30:00+08:00", "2026-11-12");
+    let (fx, err) = campaign_err(&c);
+    let at = pos_after(&c, "ends_at = ");
+    assert_error(&err, &fx.campaign("sale.toml"), at, "field `ends_at`");
+}
+
+#[test]
+fn duplicate_sku() {
+    let c = CAMPAIGN.replace(r#""phone-white""#, r#""phone-black""#);
+    let (fx, err) = campaign_err(&c);
+    // The second occurrence is the duplicate: the one followed by `stock = 5`.
+    let at = pos_of(&c, "\"phone-black\"\nstock = 5");
+    assert_error(&err, &fx.campaign("sale.toml"), at, "field `items.sku`");
+    assert!(err.message.contains("duplicate"), "{err}");
+}
+
+#[test]
+fn negative_stock() {
+    let c = CAMPAIGN.replace("stock = 5", "stock = -5");
+    let (fx, err) = campaign_err(&c);
+    let at = pos_of(&c, "-5");
+    assert_error(&err, &fx.campaign("sale.toml"), at, "field `items.stock`");
+}
+
+#[test]
+fn negative_price() {
+    let c = CAMPAIGN.replacen("price_cents = 99900", "price_cents = -1", 1);
+    let (fx, err) = campaign_err(&c);
+    let at = pos_after(&c, "price_cents = ");
+    assert_error(
+        &err,
+        &fx.campaign("sale.toml"),
+        at,
+        "field `items.price_cents`",
+    );
+}
+
+#[test]
+fn per_user_limit_zero() {
+    let c = CAMPAIGN.replace("per_user_limit = 1", "per_user_limit = 0");
+    let (fx, err) = campaign_err(&c);
+    let at = pos_after(&c, "per_user_limit = ");
+    assert_error(
+        &err,
+        &fx.campaign("sale.toml"),
+        at,
+        "field `per_user_limit`",
+    );
+}
+
+#[test]
+fn invalid_campaign_id() {
+    let c = CAMPAIGN.replace(r#""sale""#, r#""sale/../x""#);
+    let (fx, err) = campaign_err(&c);
+    let at = pos_after(&c, "id = ");
+    assert_error(&err, &fx.campaign("sale.toml"), at, "field `id`");
+}
+
+#[test]
+fn campaign_without_items() {
+    let c = format!(
+        "{}items = []\n",
+        &CAMPAIGN[..CAMPAIGN.find("[[items]]").unwrap()]
+    );
+    let (fx, err) = campaign_err(&c);
+    let at = pos_after(&c, "items = ");
+    assert_error(&err, &fx.campaign("sale.toml"), at, "field `items`");
+}
+
+#[test]
+fn duplicate_campaign_id() {
+    let fx = Fixture::new(GATEWAY, &[("a.toml", CAMPAIGN), ("b.toml", CAMPAIGN)]);
+    let err = fx.load_err();
+    // Files load in name order, so the second one, b.toml, is the duplicate.
+    assert_error(&err, &fx.campaign("b.toml"), (1, 1), "field `id`");
+    assert!(err.message.contains("\"sale\""), "{err}");
+}
+
+#[test]
+fn campaign_zero_rate_is_refused() {
+    let c = CAMPAIGN.replace(
+        "per_user_limit = 1\n",
+        "per_user_limit = 1\nlimits.per_user = { rate = 0, per = \"1s\", burst = 1 }\n",
+    );
+    let (fx, err) = campaign_err(&c);
+    assert_eq!(err.file, fx.campaign("sale.toml"));
+    assert!(err.message.contains("limits.per_user"), "{err}");
+}
+
+#[test]
+#[ignore = "bug: campaign [limits] errors use find_key(\"limits\"), which matches neither `limits.per_user = ..` nor `[limits]`, so they carry no line:column"]
+fn campaign_zero_rate_error_has_position() {
+    let c = CAMPAIGN.replace(
+        "per_user_limit = 1\n",
+        "per_user_limit = 1\nlimits.per_user = { rate = 0, per = \"1s\", burst = 1 }\n",
+    );
+    let (fx, err) = campaign_err(&c);
+    let at = pos_of(&c, "limits.per_user");
+    assert_error(&err, &fx.campaign("sale.toml"), at, "limits.per_user");
+}
+
+// === Display ===
+
+#[test]
+fn display_with_position() {
+    let err = ConfigError {
+        file: PathBuf::from("config/campaigns/x.toml"),
+        position: Some((3, 7)),
+        message: "field `ends_at`: must be after starts_at".into(),
+    };
+    assert_eq!(
+        err.to_string(),
+        "config/campaigns/x.toml:3:7: field `ends_at`: must be after starts_at"
+    );
+}
+
+#[test]
+fn display_without_position() {
+    let err = ConfigError {
+        file: PathBuf::from("config/gateway.toml"),
+        position: None,
+        message: "cannot read: gone".into(),
+    };
+    assert_eq!(err.to_string(), "config/gateway.toml: cannot read: gone");
+}
+
+#[test]
+fn missing_gateway_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.toml");
+    let err = Config::load(&path, &env).unwrap_err();
+    assert_eq!(err.file, path);
+    assert_eq!(err.position, None);
+    assert!(err.message.starts_with("cannot read"), "{err}");
+}
+
+#[test]
+fn line_col_counts_characters() {
+    let src = "a = 1\n# é\nb = 2\n";
+    assert_eq!(line_col(src, 0), (1, 1));
+    assert_eq!(line_col(src, src.find('b').unwrap()), (3, 1));
+    assert_eq!(line_col(src, src.find("2").unwrap()), (3, 5));
+    assert_eq!(line_col("# é x", "# é ".len()), (1, 5));
+}

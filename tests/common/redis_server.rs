@@ -1,0 +1,197 @@
+//! A throwaway `redis-server` per test: free loopback port, fresh directory, no RDB
+//! snapshots, optional AOF. Can be stopped (SIGTERM), killed (SIGKILL) and restarted on
+//! the same port and directory, to test fail-closed behaviour and recovery.
+//!
+//! The methods block the calling thread for the few milliseconds Redis needs to start or
+//! stop; that is fine inside `#[tokio::test]`, the gateway under test just pauses.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::process::{find_binary, free_port, log_tail, sigterm, wait_or_kill};
+
+const INSTALL_HINT: &str = "redis-server not found on PATH. Integration tests need a real Redis: \
+     run ./scripts/test.sh (installs it), or `apt-get install -y redis-server`.";
+
+pub struct RedisServer {
+    port: u16,
+    /// Working directory (`--dir`): the AOF and the log live here, across restarts.
+    dir: TempDir,
+    aof: bool,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts Redis without persistence: a restart loses all data.
+    pub fn start() -> RedisServer {
+        Self::start_inner(false)
+    }
+
+    /// Starts Redis with `appendonly yes` and `appendfsync always`: every acknowledged
+    /// write survives `stop()`, `kill()` and `restart()`.
+    pub fn start_with_aof() -> RedisServer {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(aof: bool) -> RedisServer {
+        let dir = tempfile::Builder::new()
+            .prefix("flashgate-redis-")
+            .tempdir()
+            .expect("tempdir for redis");
+        let mut server = RedisServer {
+            port: 0,
+            dir,
+            aof,
+            child: None,
+        };
+        // A free port can be taken by someone else before Redis binds it: retry.
+        let mut last = String::new();
+        for _ in 0..5 {
+            server.port = free_port();
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(log) => last = log,
+            }
+        }
+        panic!("redis-server did not start after 5 attempts:\n{last}");
+    }
+
+    /// `redis://127.0.0.1:<port>/0`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The working directory (AOF files, `redis.log`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Graceful stop (SIGTERM; Redis flushes the AOF), waits for the exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            sigterm(&child);
+            wait_or_kill(&mut child, Duration::from_secs(10));
+        }
+    }
+
+    /// Crash (SIGKILL): no shutdown work at all.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops Redis if it runs, then starts it again on the same port and directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        // The port was ours a moment ago; give it a few tries in case the OS is slow.
+        let mut last = String::new();
+        for _ in 0..20 {
+            match self.spawn() {
+                Ok(()) => return,
+                Err(log) => last = log,
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "redis-server did not restart on port {}:\n{last}",
+            self.port
+        );
+    }
+
+    /// Spawns redis-server and waits until it answers PING. On failure returns the log.
+    fn spawn(&mut self) -> Result<(), String> {
+        let bin = find_binary("redis-server", &[PathBuf::from("/usr/local/bin")])
+            .unwrap_or_else(|| panic!("{INSTALL_HINT}"));
+        let log = self.dir.path().join("redis.log");
+        let mut cmd = Command::new(bin);
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .args(["--appendonly", if self.aof { "yes" } else { "no" }])
+            .args(["--appendfsync", "always"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn redis-server: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "exited with {status}; log:\n{}",
+                    log_tail(&log, 20)
+                ));
+            }
+            // Check the pid too: if another process won the race for the port, a Redis
+            // may answer there that is not ours.
+            if ping(self.port) && server_pid(self.port) == Some(child.id()) {
+                self.child = Some(child);
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(format!("no PONG within 10s; log:\n{}", log_tail(&log, 20)))
+    }
+}
+
+/// Sends one RESP command and returns what arrives until `done(reply)` holds (or 1s).
+fn roundtrip(port: u16, command: &[u8], done: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    s.write_all(command).ok()?;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !done(&reply) {
+        let n = s.read(&mut buf).ok().filter(|&n| n > 0)?;
+        reply.extend_from_slice(&buf[..n]);
+    }
+    Some(reply)
+}
+
+/// Whether Redis on `port` answers `PING` with `+PONG` (not `-LOADING`).
+fn ping(port: u16) -> bool {
+    let reply = roundtrip(port, b"*1\r\n$4\r\nPING\r\n", |r| r.ends_with(b"\r\n"));
+    reply.is_some_and(|r| r.starts_with(b"+PONG"))
+}
+
+/// The `process_id` from `INFO server`.
+fn server_pid(port: u16) -> Option<u32> {
+    let cmd = b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n";
+    let has_pid = |r: &[u8]| {
+        let text = String::from_utf8_lossy(r);
+        text.split_once("process_id:")
+            .is_some_and(|(_, rest)| rest.contains("\r\n"))
+    };
+    let reply = roundtrip(port, cmd, has_pid)?;
+    let text = String::from_utf8_lossy(&reply);
+    let (_, rest) = text.split_once("process_id:")?;
+    rest.split("\r\n").next()?.trim().parse().ok()
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,183 @@
+//! `TestStore`: a stand-in for the store flashgate fronts, on 127.0.0.1:<free port>.
+//!
+//! - `POST /flashgate/orders` records the delivery (headers, raw body, JSON) and answers
+//!   200 — or 503 while `set_failing(true)`; failed attempts are counted, not recorded.
+//! - Any other request is echoed back as JSON:
+//!   `{"method", "path" (with query), "headers": {name: value}, "body": text}`.
+//!   Test knobs on the request: `x-test-status: <code>` sets the status,
+//!   `x-test-delay-ms: <n>` delays the answer (for upstream timeout tests).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// One delivery the gateway made to the sink endpoint.
+#[derive(Debug, Clone)]
+pub struct RecordedOrder {
+    pub headers: http::HeaderMap,
+    /// The raw body, as signed by `Flashgate-Signature`.
+    pub raw: Bytes,
+    /// The body as JSON (`Null` when it is not JSON).
+    pub json: serde_json::Value,
+}
+
+impl RecordedOrder {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    /// A std Mutex: held only to push or clone, never across an await.
+    orders: Mutex<Vec<RecordedOrder>>,
+    failing: AtomicBool,
+    /// Every POST /flashgate/orders, including those answered 503.
+    attempts: AtomicUsize,
+}
+
+pub struct TestStore {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: JoinHandle<()>,
+}
+
+impl TestStore {
+    /// Binds 127.0.0.1:0 and serves on the current Tokio runtime until dropped.
+    pub async fn start() -> TestStore {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind store");
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared::default());
+        let state = shared.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    // e.g. out of file descriptors: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(state.clone(), req));
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        TestStore {
+            addr,
+            shared,
+            accept,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every successful delivery so far, in arrival order (duplicates included).
+    pub fn orders(&self) -> Vec<RecordedOrder> {
+        self.shared.orders.lock().unwrap().clone()
+    }
+
+    /// Delivery attempts so far, failed ones included.
+    pub fn attempts(&self) -> usize {
+        self.shared.attempts.load(Ordering::SeqCst)
+    }
+
+    /// While failing, `POST /flashgate/orders` answers 503 and records nothing.
+    pub fn set_failing(&self, failing: bool) {
+        self.shared.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Waits until at least `n` deliveries arrived; panics after `timeout`.
+    pub async fn wait_for_orders(&self, n: usize, timeout: Duration) -> Vec<RecordedOrder> {
+        super::eventually(&format!("{n} order deliveries"), timeout, || async {
+            let orders = self.orders();
+            (orders.len() >= n).then_some(orders)
+        })
+        .await
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if parts.method == http::Method::POST && parts.uri.path() == "/flashgate/orders" {
+        shared.attempts.fetch_add(1, Ordering::SeqCst);
+        if shared.failing.load(Ordering::SeqCst) {
+            return Ok(reply(503, r#"{"error":"failing on purpose"}"#));
+        }
+        let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        shared.orders.lock().unwrap().push(RecordedOrder {
+            headers: parts.headers,
+            raw: body,
+            json,
+        });
+        return Ok(reply(200, r#"{"ok":true}"#));
+    }
+
+    let knob = |name: &str| -> Option<u64> { parts.headers.get(name)?.to_str().ok()?.parse().ok() };
+    if let Some(ms) = knob("x-test-delay-ms") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let status = knob("x-test-status").unwrap_or(200) as u16;
+    let mut headers = BTreeMap::<String, String>::new();
+    for (name, value) in &parts.headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        headers
+            .entry(name.as_str().to_owned())
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    let echo = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    });
+    Ok(reply(status, &echo.to_string()))
+}
+
+fn reply(status: u16, json: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(json.to_owned())))
+        .expect("valid response")
+}
