@@ -258,6 +258,9 @@ pub struct OrdersConfig {
     /// Extension: how often the expiry sweeper looks for due pre-orders.
     #[serde(default = "d_sweep")]
     pub sweep_interval: HumanDuration,
+    /// SPEC §3's example writes `campaigns_dir` after `[orders]`, where TOML files it.
+    #[serde(default)]
+    campaigns_dir: Option<Spanned<String>>,
 }
 
 fn d_sink() -> SinkKind {
@@ -297,6 +300,7 @@ impl Default for OrdersConfig {
             retry_max: d_retry_max(),
             claim_idle: d_claim_idle(),
             sweep_interval: d_sweep(),
+            campaigns_dir: None,
         }
     }
 }
@@ -316,12 +320,7 @@ struct GatewayFile {
     admin: AdminConfig,
     #[serde(default)]
     orders: OrdersConfig,
-    #[serde(default = "d_campaigns_dir")]
-    campaigns_dir: Spanned<String>,
-}
-
-fn d_campaigns_dir() -> Spanned<String> {
-    Spanned::new(0..0, "campaigns".into())
+    campaigns_dir: Option<Spanned<String>>,
 }
 
 // === campaigns/*.toml ===
@@ -428,8 +427,49 @@ fn read(path: &Path) -> Result<String, ConfigError> {
 
 fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, src: &str) -> Result<T, ConfigError> {
     toml::from_str(src).map_err(|e| {
-        let msg = e.message().trim().to_string();
+        let msg = e.message().trim();
+        let msg = match e.span().and_then(|s| field_at(src, s.start)) {
+            Some(field) => format!("field `{field}`: {msg}"),
+            None => msg.to_string(),
+        };
         ConfigError::at(path, src, e.span(), msg)
+    })
+}
+
+/// The table a line opens (`[server]`, `[[items]]`), if it is a header.
+fn table_header(line: &str) -> Option<&str> {
+    let t = line.trim();
+    let inner = t.strip_prefix("[[").and_then(|r| r.split("]]").next());
+    inner
+        .or_else(|| t.strip_prefix('[').and_then(|r| r.split(']').next()))
+        .map(str::trim)
+}
+
+/// The dotted path (`server.header_read_timeout`) of the key whose value holds `offset`.
+fn field_at(src: &str, offset: usize) -> Option<String> {
+    let mut table = "";
+    let mut key: Option<&str> = None;
+    let mut start = 0;
+    for line in src.split_inclusive('\n') {
+        if start > offset {
+            break;
+        }
+        if let Some(t) = table_header(line) {
+            table = t;
+            key = None;
+        } else if let Some((k, _)) = line.split_once('=') {
+            let k = k.trim();
+            if !k.is_empty() && !k.starts_with('#') {
+                key = Some(k);
+            }
+        }
+        start += line.len();
+    }
+    let key = key?;
+    Some(if table.is_empty() {
+        key.to_string()
+    } else {
+        format!("{table}.{key}")
     })
 }
 
@@ -446,30 +486,30 @@ impl Config {
             ("limits.per_user", g.limits.per_user),
         ] {
             if let Some(Err(m)) = spec.map(|s| s.check()) {
-                return Err(err(None, format!("field `{field}`: {m}")));
+                return Err(err(find_key(&src, field), format!("field `{field}`: {m}")));
             }
         }
         if !(g.upstream.url.starts_with("http://") || g.upstream.url.starts_with("https://")) {
             return Err(err(
-                find_key(&src, "url"),
+                find_key(&src, "upstream.url"),
                 "field `upstream.url`: must be an http:// URL".into(),
             ));
         }
         if g.server.max_body_bytes == 0 {
             return Err(err(
-                find_key(&src, "max_body_bytes"),
+                find_key(&src, "server.max_body_bytes"),
                 "field `server.max_body_bytes`: must be > 0".into(),
             ));
         }
         if g.redis.key_prefix.is_empty() || g.redis.key_prefix.contains(['{', '}']) {
             return Err(err(
-                find_key(&src, "key_prefix"),
+                find_key(&src, "redis.key_prefix"),
                 "field `redis.key_prefix`: must be non-empty, without braces".into(),
             ));
         }
         if g.orders.max_attempts == 0 {
             return Err(err(
-                find_key(&src, "max_attempts"),
+                find_key(&src, "orders.max_attempts"),
                 "field `orders.max_attempts`: must be > 0".into(),
             ));
         }
@@ -482,7 +522,8 @@ impl Config {
         };
         if g.identity.mode == IdentityMode::Jwt && secrets.jwt_secret.is_none() {
             return Err(err(
-                find_key(&src, "jwt_secret_env"),
+                find_key(&src, "identity.jwt_secret_env")
+                    .or_else(|| find_key(&src, "identity.mode")),
                 format!(
                     "field `identity.jwt_secret_env`: environment variable {} is not set",
                     g.identity.jwt_secret_env
@@ -492,13 +533,14 @@ impl Config {
         match g.orders.sink {
             SinkKind::Http if g.orders.http_url.is_none() => {
                 return Err(err(
-                    find_key(&src, "sink"),
+                    find_key(&src, "orders.sink"),
                     "field `orders.http_url`: required when sink = \"http\"".into(),
                 ));
             }
             SinkKind::Postgres if secrets.postgres_url.is_none() => {
                 return Err(err(
-                    find_key(&src, "postgres_url_env"),
+                    find_key(&src, "orders.postgres_url_env")
+                        .or_else(|| find_key(&src, "orders.sink")),
                     format!(
                         "field `orders.postgres_url_env`: environment variable {} is not set",
                         g.orders.postgres_url_env
@@ -509,9 +551,10 @@ impl Config {
         }
 
         let base = path.parent().unwrap_or(Path::new("."));
-        let campaigns_dir = base.join(g.campaigns_dir.get_ref());
+        let dir = g.campaigns_dir.as_ref().or(g.orders.campaigns_dir.as_ref());
+        let campaigns_dir = base.join(dir.map_or("campaigns", |d| d.get_ref().as_str()));
         if !campaigns_dir.is_dir() {
-            let span = Some(g.campaigns_dir.span()).filter(|s| !s.is_empty());
+            let span = dir.map(|d| d.span());
             return Err(err(
                 span,
                 format!(
@@ -538,15 +581,29 @@ impl Config {
     }
 }
 
-/// Points at the first `key =` in the file, for errors found after parsing.
-fn find_key(src: &str, key: &str) -> Option<std::ops::Range<usize>> {
+/// Points at `key =` inside `[table]` (or at a dotted `table.key =`), for errors found
+/// after parsing. `path` is `table.key`, or `key` for a top-level key.
+fn find_key(src: &str, path: &str) -> Option<std::ops::Range<usize>> {
+    let (table, key) = path.rsplit_once('.').unwrap_or(("", path));
+    let mut current = "";
     let mut offset = 0;
     for line in src.split_inclusive('\n') {
-        let t = line.trim_start();
-        if let Some(rest) = t.strip_prefix(key) {
-            if rest.trim_start().starts_with('=') {
-                let start = offset + (line.len() - t.len());
-                return Some(start..start + key.len());
+        if let Some(t) = table_header(line) {
+            current = t;
+        } else {
+            let t = line.trim_start();
+            let indent = line.len() - t.len();
+            let wanted = if current == table {
+                Some(key)
+            } else if current.is_empty() {
+                Some(path)
+            } else {
+                None
+            };
+            if let Some(rest) = wanted.and_then(|w| t.strip_prefix(w).map(|r| (w, r))) {
+                if rest.1.trim_start().starts_with('=') {
+                    return Some(offset + indent..offset + indent + rest.0.len());
+                }
             }
         }
         offset += line.len();
@@ -644,7 +701,7 @@ fn parse_campaign(path: &Path, src: &str) -> Result<Campaign, ConfigError> {
             return Err(ConfigError::at(
                 path,
                 src,
-                find_key(src, "limits"),
+                find_key(src, field),
                 format!("field `{field}`: {m}"),
             ));
         }
