@@ -49,15 +49,39 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn summary(cfg: &Config) {
-    println!("config OK: {}", cfg.path.display());
-    println!(
-        "  public {}  admin {}  redis {}  upstream {}",
-        cfg.server.listen, cfg.server.admin_listen, cfg.redis.url, cfg.upstream.url
-    );
-    println!("  campaigns: {}", cfg.campaigns.len());
+/// The `check` summary; written with `write!` so a closed pipe (`| head`) is not a panic.
+fn summary(cfg: &Config) -> std::io::Result<()> {
+    use std::io::Write;
+    let rate = |r: &Option<flashgate::config::RateSpec>| match r {
+        Some(r) => format!(
+            "{}/{} burst {}",
+            r.rate,
+            humantime::format_duration(r.per.0),
+            r.burst
+        ),
+        None => "none".into(),
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "config OK: {}", cfg.path.display())?;
+    writeln!(
+        out,
+        "  public {}  admin {}  redis {}  upstream {}  sink {:?}",
+        cfg.server.listen,
+        cfg.server.admin_listen,
+        cfg.redis.url,
+        cfg.upstream.url,
+        cfg.orders.sink
+    )?;
+    writeln!(
+        out,
+        "  limits: per_ip {}  per_user {}",
+        rate(&cfg.limits.per_ip),
+        rate(&cfg.limits.per_user)
+    )?;
+    writeln!(out, "  campaigns: {}", cfg.campaigns.len())?;
     for c in &cfg.campaigns {
-        println!(
+        writeln!(
+            out,
             "  - {} ({}): {} .. {}, payment window {}, per-user limit {}",
             c.id,
             c.name,
@@ -65,14 +89,24 @@ fn summary(cfg: &Config) {
             c.ends_at,
             humantime::format_duration(c.payment_window),
             c.per_user_limit
-        );
+        )?;
+        if c.limits.per_ip.is_some() || c.limits.per_user.is_some() {
+            writeln!(
+                out,
+                "      limits: per_ip {}  per_user {}",
+                rate(&c.limits.per_ip),
+                rate(&c.limits.per_user)
+            )?;
+        }
         for i in &c.items {
-            println!(
+            writeln!(
+                out,
                 "      {:<32} stock {:>8}  price_cents {:>10}",
                 i.sku, i.stock, i.price_cents
-            );
+            )?;
         }
     }
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -100,7 +134,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Check { .. } => {
-            summary(&cfg);
+            let _ = summary(&cfg);
             ExitCode::SUCCESS
         }
         Command::Serve { .. } => {
