@@ -38,7 +38,8 @@ pub struct CampaignState {
     pub cfg: Campaign,
     pub keys: CampaignKeys,
     pub items: Vec<ItemState>,
-    /// Operator pause (degradation switch): buys get 503 `paused`.
+    /// Operator pause (degradation switch): buys get 503 `paused`. The source of truth is
+    /// `<base>paused` in Redis (so every instance obeys it); this copy is refreshed each second.
     pub paused: AtomicBool,
 }
 

@@ -282,8 +282,19 @@ async fn refresh(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         if app.store.conn().get().is_err() {
             continue;
         }
+        let snapshot = app.registry.snapshot();
+        let campaigns: Vec<_> = snapshot.values().collect();
+        if let Ok(flags) = app
+            .store
+            .paused(&campaigns.iter().map(|c| &c.keys).collect::<Vec<_>>())
+            .await
+        {
+            for (c, paused) in campaigns.iter().zip(flags) {
+                c.paused.store(paused, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         let (mut pending, mut dead) = (0, 0);
-        for c in app.registry.snapshot().values() {
+        for c in campaigns {
             let keys: Vec<String> = c.items.iter().map(|i| i.key.clone()).collect();
             if let Ok(stats) = app.store.item_stats(&keys).await {
                 for (i, s) in c.items.iter().zip(stats) {

@@ -209,6 +209,7 @@ async fn campaign_action(app: &App, req: Request<Incoming>) -> Result<Response<R
     match action {
         ("pause", "", _, _) | ("resume", "", _, _) => {
             let paused = action.0 == "pause";
+            app.store.set_paused(&c.keys, paused).await?;
             c.paused.store(paused, Ordering::Relaxed);
             tracing::info!(campaign = %id, paused, "campaign pause switch");
             Ok(json(

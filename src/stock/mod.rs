@@ -45,6 +45,8 @@ pub struct CampaignKeys {
     pub deadlines: String,
     pub outbox: String,
     pub dead: String,
+    /// Present while an operator has paused the campaign (shared by all instances).
+    pub paused: String,
 }
 
 impl CampaignKeys {
@@ -54,6 +56,7 @@ impl CampaignKeys {
             deadlines: format!("{base}deadlines"),
             outbox: format!("{base}outbox"),
             dead: format!("{base}dead"),
+            paused: format!("{base}paused"),
             base,
         }
     }
@@ -383,6 +386,31 @@ impl Store {
                 }
             })
             .collect())
+    }
+
+    /// Sets or clears a campaign's shared pause switch.
+    pub async fn set_paused(&self, keys: &CampaignKeys, paused: bool) -> Result<(), StoreError> {
+        let mut con = self.conn.get()?;
+        let mut cmd = if paused {
+            redis::cmd("SET")
+        } else {
+            redis::cmd("DEL")
+        };
+        cmd.arg(&keys.paused);
+        if paused {
+            cmd.arg(1);
+        }
+        bounded(self.limit(), cmd.query_async::<()>(&mut con)).await
+    }
+
+    /// The shared pause switch of several campaigns, in one pipeline.
+    pub async fn paused(&self, keys: &[&CampaignKeys]) -> Result<Vec<bool>, StoreError> {
+        let mut con = self.conn.get()?;
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.cmd("EXISTS").arg(&k.paused);
+        }
+        bounded(self.limit(), pipe.query_async(&mut con)).await
     }
 
     /// Loads every script (after connect or a Redis restart) and checks Redis answers.
