@@ -33,8 +33,8 @@ have_postgres() {
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 have_postgres || missing+=(postgresql)
-# Browser tests of the admin page (not written yet) will need:
-# command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# The browser test of the admin status page (tests/status_page.rs):
+[ -x /usr/lib/chromium/chromium ] || command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then

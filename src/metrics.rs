@@ -126,6 +126,12 @@ impl Metrics {
         buf
     }
 
+    /// The gathered `flashgate_requests_total` family (for the status page).
+    pub fn requests_family(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use prometheus::core::Collector;
+        self.requests.collect()
+    }
+
     pub fn preorder(&self, campaign: &str, sku: &str, event: &str, units: u64) {
         self.preorders
             .with_label_values(&[campaign, sku, event])

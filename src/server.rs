@@ -124,7 +124,11 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     }
 
     let (shutdown, rx) = watch::channel(false);
-    store.conn().connect_in_background();
+    // Connect before serving when Redis is there (no 503s at boot); when it is not, serve
+    // anyway (failing closed) and keep trying in the background.
+    if !store.conn().try_connect().await {
+        store.conn().connect_in_background();
+    }
     let background = vec![
         tokio::spawn(bootstrap(app.clone(), rx.clone())),
         tokio::spawn(refresh(app.clone(), rx.clone())),

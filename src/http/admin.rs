@@ -54,7 +54,11 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<ResBody> {
         return res;
     }
     let result = match (req.method(), path.as_str()) {
-        (&Method::GET, "/admin/campaigns") => campaigns(app).await,
+        (&Method::GET, "/admin/campaigns") => campaigns_json(app)
+            .await
+            .map(|v| json(StatusCode::OK, v.to_string().into_bytes())),
+        (&Method::GET, "/admin/") | (&Method::GET, "/admin") => Ok(status_page()),
+        (&Method::GET, "/admin/status.json") => status(app).await,
         (&Method::POST, "/admin/reload") => reload(app)
             .await
             .map_err(|e| Problem::bad_request(e.to_string()))
@@ -64,7 +68,9 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<ResBody> {
                     serde_json::json!({"reloaded": n}).to_string().into_bytes(),
                 )
             }),
-        (&Method::GET, "/admin/outbox") => outbox(app).await,
+        (&Method::GET, "/admin/outbox") => outbox_json(app)
+            .await
+            .map(|v| json(StatusCode::OK, v.to_string().into_bytes())),
         (&Method::POST, "/admin/outbox/replay-dead") => replay_dead(app).await,
         (&Method::POST, p) if p.starts_with("/admin/campaigns/") => campaign_action(app, req).await,
         _ => Err(Problem::not_found("no such admin endpoint")),
@@ -118,7 +124,49 @@ pub async fn reload(app: &App) -> Result<usize, ConfigError> {
     Ok(campaigns.len())
 }
 
-async fn campaigns(app: &App) -> Result<Response<ResBody>, Problem> {
+/// The live status page: one self-contained HTML file, compiled into the binary.
+fn status_page() -> Response<ResBody> {
+    let mut res = Response::new(full(include_str!("../../assets/status.html")));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// What the status page polls: the ledger, the outbox and the request counters.
+async fn status(app: &App) -> Result<Response<ResBody>, Problem> {
+    let campaigns = campaigns_json(app).await?;
+    let outbox = outbox_json(app).await?;
+    let mut requests = Vec::new();
+    for family in app.metrics.requests_family() {
+        for m in family.get_metric() {
+            let label = |n: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == n)
+                    .map(|l| l.value().to_string())
+            };
+            requests.push(serde_json::json!({
+                "route": label("route"),
+                "outcome": label("outcome"),
+                "total": m.get_counter().get_value() as u64,
+            }));
+        }
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let body = serde_json::json!({
+        "server_time": crate::stock::order::rfc3339_ms((now.unix_timestamp_nanos() / 1_000_000) as i64),
+        "campaigns": campaigns["campaigns"],
+        "outbox": outbox,
+        "requests": requests,
+    });
+    Ok(json(StatusCode::OK, body.to_string().into_bytes()))
+}
+
+async fn campaigns_json(app: &App) -> Result<serde_json::Value, Problem> {
     let snapshot = app.registry.snapshot();
     let mut ids: Vec<_> = snapshot.keys().collect();
     ids.sort();
@@ -147,15 +195,10 @@ async fn campaigns(app: &App) -> Result<Response<ResBody>, Problem> {
             "items": items,
         }));
     }
-    Ok(json(
-        StatusCode::OK,
-        serde_json::json!({"campaigns": out})
-            .to_string()
-            .into_bytes(),
-    ))
+    Ok(serde_json::json!({"campaigns": out}))
 }
 
-async fn outbox(app: &App) -> Result<Response<ResBody>, Problem> {
+async fn outbox_json(app: &App) -> Result<serde_json::Value, Problem> {
     let snapshot = app.registry.snapshot();
     let (mut pending, mut dead, mut per) = (0, 0, Vec::new());
     for c in snapshot.values() {
@@ -164,12 +207,7 @@ async fn outbox(app: &App) -> Result<Response<ResBody>, Problem> {
         dead += d;
         per.push(serde_json::json!({"campaign": c.cfg.id, "pending": p, "dead": d}));
     }
-    Ok(json(
-        StatusCode::OK,
-        serde_json::json!({"pending": pending, "dead": dead, "campaigns": per})
-            .to_string()
-            .into_bytes(),
-    ))
+    Ok(serde_json::json!({"pending": pending, "dead": dead, "campaigns": per}))
 }
 
 async fn replay_dead(app: &App) -> Result<Response<ResBody>, Problem> {
