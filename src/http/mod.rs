@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use tracing::Instrument;
 
 use crate::campaign::Registry;
 use crate::identity::{ClientIp, Identity};
@@ -135,8 +136,26 @@ impl Handled {
 /// The public listener: flashgate's own routes, everything else to the store.
 pub async fn public(app: &App, req: Request<Incoming>, peer: IpAddr) -> Response<ResBody> {
     let started = Instant::now();
-    let path = req.uri().path();
-    let route = match (req.method(), route_of(path)) {
+    // Every log line of this request carries its id; the store gets it too.
+    let rid = request_id(req.headers());
+    let span = tracing::info_span!("request", request_id = %rid);
+    let mut res = dispatch(app, req, peer, &rid, started)
+        .instrument(span)
+        .await;
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    res
+}
+
+async fn dispatch(
+    app: &App,
+    req: Request<Incoming>,
+    peer: IpAddr,
+    rid: &str,
+    started: Instant,
+) -> Response<ResBody> {
+    let route = match (req.method(), route_of(req.uri().path())) {
         (&Method::POST, Route::Buy) => "buy",
         (&Method::GET, Route::Campaign) => "campaign",
         (&Method::GET, Route::Order) => "order_get",
@@ -144,23 +163,13 @@ pub async fn public(app: &App, req: Request<Incoming>, peer: IpAddr) -> Response
         (&Method::POST, Route::PaymentCallback) => "payment_callback",
         _ => {
             let ip = app.client_ip.resolve(peer, req.headers());
-            let request_id = request_id(req.headers());
-            let res = app.proxy.forward(req, ip, Some(&request_id)).await;
-            app.metrics
-                .requests
-                .with_label_values(&[
-                    "proxy",
-                    if res.status().is_server_error() {
-                        "upstream-error"
-                    } else {
-                        "ok"
-                    },
-                ])
-                .inc();
-            app.metrics
-                .duration
-                .with_label_values(&["proxy"])
-                .observe(started.elapsed().as_secs_f64());
+            let res = app.proxy.forward(req, ip, Some(rid)).await;
+            let outcome = if res.status().is_server_error() {
+                "upstream-error"
+            } else {
+                "ok"
+            };
+            observe(app, "proxy", started, outcome);
             return res;
         }
     };

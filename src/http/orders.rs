@@ -33,6 +33,7 @@ pub async fn cancel(app: &App, req: Request<Incoming>) -> Handled {
     };
     match app.store.cancel(segment(req.uri().path(), 2), &user).await {
         Ok(CancelOutcome::Cancelled(o)) => {
+            tracing::info!(order_id = %o.order_id, "pre-order cancelled by its owner; stock returned");
             app.metrics
                 .preorder(&o.campaign, &o.sku, "cancelled", o.quantity as u64);
             Handled::ok(json(StatusCode::OK, o.to_json()))

@@ -60,6 +60,7 @@ pub async fn callback(app: &App, req: Request<Incoming>) -> Handled {
     };
     match outcome {
         ConfirmOutcome::Paid(o) => {
+            tracing::info!(order_id = %o.order_id, payment_id = %cb.payment_id, "pre-order paid; queued for the sink");
             app.metrics
                 .preorder(&o.campaign, &o.sku, "paid", o.quantity as u64);
             Handled::ok(json(StatusCode::OK, status_body(&o.order_id, "paid")))
@@ -68,6 +69,7 @@ pub async fn callback(app: &App, req: Request<Incoming>) -> Handled {
             Handled::ok(json(StatusCode::OK, status_body(&o.order_id, "paid")))
         }
         ConfirmOutcome::RefundRequired(o) => {
+            tracing::warn!(order_id = %o.order_id, payment_id = %cb.payment_id, "payment for a closed pre-order; refund queued");
             app.metrics
                 .preorder(&o.campaign, &o.sku, "refund_required", o.quantity as u64);
             Handled::ok(json(
@@ -79,7 +81,10 @@ pub async fn callback(app: &App, req: Request<Incoming>) -> Handled {
             StatusCode::OK,
             status_body(&o.order_id, "refund_required"),
         )),
-        ConfirmOutcome::AmountMismatch(_) => Problem::amount_mismatch().into(),
+        ConfirmOutcome::AmountMismatch(o) => {
+            tracing::warn!(order_id = %o.order_id, expected = o.amount_cents, paid = cb.amount_cents, "payment amount mismatch");
+            Problem::amount_mismatch().into()
+        }
         ConfirmOutcome::NotFound => Problem::not_found("no such order").into(),
     }
 }

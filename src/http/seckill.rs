@@ -136,6 +136,7 @@ pub async fn buy(app: &App, req: Request<Incoming>, peer: IpAddr) -> Handled {
     };
     match app.store.reserve(&request).await {
         Ok(ReserveOutcome::Reserved(order)) => {
+            tracing::debug!(order_id = %order.order_id, user = %user, qty, "reserved");
             app.metrics
                 .preorder(&c.cfg.id, &item.sku, "reserved", qty as u64);
             let mut res = json(StatusCode::CREATED, order.to_json());
