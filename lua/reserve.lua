@@ -4,6 +4,7 @@
 -- KEYS[1]  <base>item:<sku>
 -- KEYS[2]  <base>user:<user>
 -- KEYS[3]  <base>deadlines
+-- KEYS[4]  <base>paused (exists while an operator has paused the campaign)
 -- ARGV[1]  base ("<prefix>:{<campaign>}:")     ARGV[2]  campaign id
 -- ARGV[3]  sku                                 ARGV[4]  user id
 -- ARGV[5]  qty                                 ARGV[6]  per_user_limit (units per campaign)
@@ -16,8 +17,13 @@
 --   {"idem_mismatch"}               the Idempotency-Key was used for another item
 --   {"sold_out", remaining}
 --   {"limit", held}
+--   {"paused"}                      the campaign is paused (checked here so every instance
+--                                   obeys at once, not only after its next refresh)
 
 local ikey, ukey, dkey = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  return {'paused'}
+end
 local base, campaign, sku, user = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local qty, limit = tonumber(ARGV[5]), tonumber(ARGV[6])
 local id, window, amount, idem = ARGV[7], tonumber(ARGV[8]), ARGV[9], ARGV[10]

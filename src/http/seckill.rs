@@ -157,6 +157,10 @@ pub async fn buy(app: &App, req: Request<Incoming>, peer: IpAddr) -> Handled {
             c.cfg.per_user_limit
         ))
         .into(),
+        Ok(ReserveOutcome::Paused) => {
+            c.paused.store(true, Ordering::Relaxed);
+            Problem::paused().into()
+        }
         Ok(ReserveOutcome::IdempotencyKeyReused) => {
             Problem::bad_request("this Idempotency-Key was already used for another item").into()
         }

@@ -45,7 +45,8 @@ pub struct CampaignKeys {
     pub deadlines: String,
     pub outbox: String,
     pub dead: String,
-    /// Present while an operator has paused the campaign (shared by all instances).
+    /// Present while an operator has paused the campaign; reserve.lua checks it, so every
+    /// instance obeys at once.
     pub paused: String,
 }
 
@@ -94,6 +95,7 @@ pub enum ReserveOutcome {
     SoldOut { remaining: i64 },
     LimitReached { held: i64 },
     IdempotencyKeyReused,
+    Paused,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -198,7 +200,8 @@ impl Store {
         let mut inv = self.scripts.reserve.prepare_invoke();
         inv.key(r.item_key)
             .key(r.keys.user(r.user))
-            .key(&r.keys.deadlines);
+            .key(&r.keys.deadlines)
+            .key(&r.keys.paused);
         inv.arg(&r.keys.base)
             .arg(r.campaign)
             .arg(r.sku)
@@ -221,6 +224,7 @@ impl Store {
                 held: int_at(&reply, 1),
             },
             "idem_mismatch" => ReserveOutcome::IdempotencyKeyReused,
+            "paused" => ReserveOutcome::Paused,
             other => return Err(StoreError::Protocol(format!("reserve returned {other:?}"))),
         })
     }

@@ -138,6 +138,11 @@ impl TestConfig {
         self
     }
 
+    /// The secrets' environment, for starting the real binary.
+    pub fn env_vars(&self) -> HashMap<String, String> {
+        self.env.clone()
+    }
+
     /// Hides an environment variable from the injected lookup.
     pub fn remove_env(&mut self, name: &str) -> &mut Self {
         self.env.remove(name);
