@@ -2,9 +2,10 @@
 # THE test command (README: ./scripts/test.sh; also `make test` and .ci/run).
 #
 # On a fresh Debian machine with only Rust it first installs what the tests need
-# (redis-server, PostgreSQL), then runs in order: rustfmt check, clippy with
-# -D warnings, every test target, the doctests. Tests never skip: a missing system
-# dependency is installed here, or the test that needs it fails loudly.
+# (redis-server, PostgreSQL, chromium), then runs in order: rustfmt check, clippy with
+# -D warnings, the Dockerfile's release build, every test target, the doctests. Tests
+# never skip: a missing system dependency is installed here, or the test that needs it
+# fails loudly.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -64,11 +65,18 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --all-targets -- -D warnings
 
+# The Dockerfile's build command, verified here: no Docker engine runs on our machines,
+# so CI runs the image's `RUN cargo build ...` line character for character. Keep the
+# two identical. The tests below run in the release profile to reuse these artifacts.
+log "cargo build --release --locked --bins"
+cargo build --release --locked --bins
+
 # Integration tests mostly wait on Redis, PostgreSQL and sockets: run twice as many
 # test threads as cores (4 on 2 cores). Override with RUST_TEST_THREADS.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-$(($(nproc) * 2))}"
 log "cargo test (RUST_TEST_THREADS=$RUST_TEST_THREADS)"
-cargo test --all-targets
-cargo test --doc
+cargo test --release --locked --all-targets
+# No doc examples run today (lib.rs has a `text` block only); kept so new ones do.
+cargo test --release --locked --doc
 
 log "all checks passed"
