@@ -222,6 +222,63 @@ async fn flash_crowd_of_600_buyers_gets_exactly_the_stock_of_100() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_redis_never_oversell_mixed_quantities() {
+    const BUYERS: usize = 400;
+    let redis = RedisServer::start();
+    let store = TestStore::start().await;
+    let mut cfg = TestConfig::new(&redis.url(), &store.url());
+    cfg.campaign(
+        CampaignSpec::new("twin")
+            .per_user_limit(2)
+            .item("a", 150, 10),
+    );
+    let gws = [
+        Arc::new(Gateway::start(cfg.load()).await),
+        Arc::new(Gateway::start(cfg.load()).await),
+    ];
+    for gw in &gws {
+        gw.wait_ready().await;
+    }
+
+    let barrier = Arc::new(Barrier::new(BUYERS));
+    let tasks: Vec<_> = (0..BUYERS)
+        .map(|i| {
+            let (gw, barrier) = (gws[i % 2].clone(), barrier.clone());
+            let auth = bearer(&format!("twin-{i}"));
+            let quantity = 1 + i % 2;
+            tokio::spawn(async move {
+                let url = gw.buy_url("twin", "a");
+                let body = format!(r#"{{"quantity":{quantity}}}"#).into_bytes();
+                barrier.wait().await;
+                send("POST", &url, &[("authorization", &auth)], Some(body)).await
+            })
+        })
+        .collect();
+    let mut sold = 0;
+    let mut created = 0;
+    for t in tasks {
+        let res = t.await.expect("buyer task");
+        if res.status == 201 {
+            created += 1;
+            sold += res.json()["quantity"].as_i64().unwrap();
+        } else {
+            assert_problem(&res, 409, "sold-out");
+        }
+    }
+    assert!(
+        sold <= 150 && sold >= 149,
+        "sold {sold} units in {created} orders"
+    );
+    // Both instances read the same ledger.
+    for gw in &gws {
+        let item = gw.item_stats("twin", "a").await;
+        assert_ledger(&item);
+        assert_eq!(item["pending"], sold, "{item}");
+        assert_eq!(item["remaining"], 150 - sold, "{item}");
+    }
+}
+
 /// Fires `n` buys at once as `user`, cycling through `skus`; returns the responses.
 async fn parallel_buys(
     gw: &Arc<Gateway>,

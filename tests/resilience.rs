@@ -341,18 +341,34 @@ async fn a_client_stalling_mid_request_is_cut_off() {
     cfg.set_str("server", "header_read_timeout", "1s");
     let gw = start(&cfg).await;
 
-    // Half a request line, then nothing: disconnected after the header timeout.
-    let mut s = TcpStream::connect(gw.public_addr).await.unwrap();
-    s.write_all(b"GET /seckill/campa").await.unwrap();
-    let (got, after) = read_to_close(&mut s, Duration::from_secs(5)).await;
-    assert!(
-        after >= Duration::from_millis(800) && after <= Duration::from_millis(2500),
-        "closed after {after:?}"
+    // Half a request line, then nothing; nothing at all; a keep-alive connection left
+    // idle after one request: each is disconnected after the header timeout.
+    let stall = |first: &'static [u8]| async move {
+        let mut s = TcpStream::connect(gw.public_addr).await.unwrap();
+        s.write_all(first).await.unwrap();
+        let (got, after) = read_to_close(&mut s, Duration::from_secs(5)).await;
+        (String::from_utf8_lossy(&got).into_owned(), after)
+    };
+    let (half, silent, idle) = tokio::join!(
+        stall(b"GET /seckill/campa"),
+        stall(b""),
+        stall(b"GET /products/1 HTTP/1.1\r\nHost: x\r\n\r\n"),
     );
-    let got = String::from_utf8_lossy(&got);
+    for (what, (got, after)) in [("half a request line", &half), ("silent", &silent)] {
+        assert!(
+            *after >= Duration::from_millis(800) && *after <= Duration::from_millis(2500),
+            "{what}: closed after {after:?}"
+        );
+        assert!(
+            got.is_empty() || got.starts_with("HTTP/1.1 408"),
+            "{what}: unexpected answer {got:?}"
+        );
+    }
+    let (got, after) = idle;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
     assert!(
-        got.is_empty() || got.starts_with("HTTP/1.1 408"),
-        "unexpected answer {got:?}"
+        after <= Duration::from_millis(2500),
+        "idle keep-alive: {after:?}"
     );
 
     // Complete headers but a stalled body on a buy: refused after the body timeout.
