@@ -17,7 +17,7 @@ struct Env {
     /// Kept alive: the gateway re-reads the campaign files from its directory.
     _cfg: TestConfig,
     _store: TestStore,
-    _redis: RedisServer,
+    redis: RedisServer,
 }
 
 async fn env_with(campaigns: Vec<CampaignSpec>, tweak: impl FnOnce(&mut TestConfig)) -> Env {
@@ -34,7 +34,7 @@ async fn env_with(campaigns: Vec<CampaignSpec>, tweak: impl FnOnce(&mut TestConf
         gw,
         _cfg: cfg,
         _store: store,
-        _redis: redis,
+        redis,
     }
 }
 
@@ -525,6 +525,79 @@ async fn stock_returned_by_a_cancel_goes_back_on_sale() {
     let item = gw.item_stats("back", "a").await;
     assert_ledger(&item);
     assert_eq!(item["pending"], 1);
+}
+
+/// `EVALSHA` + `EVAL` calls Redis has served since the last `CONFIG RESETSTAT`.
+async fn script_calls(con: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(con)
+        .await
+        .unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split_once("calls=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_sell_out_the_local_flag_spares_redis() {
+    let e = env_with(vec![CampaignSpec::new("flag").item("a", 1, 100)], |cfg| {
+        // No expiry sweeps during the count: only buys run scripts.
+        cfg.set_str("orders", "sweep_interval", "1h");
+    })
+    .await;
+    let gw = &e.gw;
+    assert_eq!(buy(gw, "winner", "flag", "a").await.status, 201);
+
+    let mut con = redis::Client::open(e.redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    for i in 0..40 {
+        assert_problem(
+            &buy(gw, &format!("late-{i}"), "flag", "a").await,
+            409,
+            "sold-out",
+        );
+    }
+    let windows = started.elapsed().as_millis() as u64 / 250 + 1;
+    let calls = script_calls(&mut con).await;
+    assert!(
+        (1..=windows).contains(&calls),
+        "40 sold-out answers in {:?} asked Redis {calls} times (at most one per 250 ms)",
+        started.elapsed()
+    );
+
+    // A retry that names an Idempotency-Key always reaches Redis.
+    for i in 0..5 {
+        let key = format!("k{i}");
+        let res = buy_as(
+            gw,
+            &format!("late-{i}"),
+            "flag",
+            "a",
+            &[("idempotency-key", &key)],
+            None,
+        )
+        .await;
+        assert_problem(&res, 409, "sold-out");
+    }
+    assert_eq!(script_calls(&mut con).await, calls + 5);
 }
 
 // === windows and lookups ===
