@@ -169,6 +169,25 @@ async fn a_campaign_override_replaces_the_global_limit() {
     assert_rate_limited(&buy(gw, "lenient", "ray", &[]).await, 4);
 }
 
+#[tokio::test]
+async fn a_campaign_per_ip_override_applies_to_that_campaign_only() {
+    let e = env_with(
+        vec![roomy("narrow").per_ip(1, "1m", 2), roomy("wide")],
+        |cfg| {
+            cfg.per_ip(1, "1m", 5);
+        },
+    )
+    .await;
+    let gw = &e.gw;
+    assert_admitted(&buy(gw, "narrow", "s1", &[]).await, "narrow 1st");
+    assert_admitted(&buy(gw, "narrow", "s2", &[]).await, "narrow 2nd");
+    assert_rate_limited(&buy(gw, "narrow", "s3", &[]).await, 2);
+    for i in 0..5 {
+        assert_admitted(&buy(gw, "wide", &format!("w{i}"), &[]).await, "wide");
+    }
+    assert_rate_limited(&buy(gw, "wide", "w5", &[]).await, 5);
+}
+
 // === X-Forwarded-For ===
 
 #[tokio::test]
@@ -232,6 +251,40 @@ async fn xff_from_a_trusted_peer_names_the_client() {
     )
     .await;
     assert_rate_limited(&res, 2);
+    // Several XFF lines form one list: the last line's last entry is the right-most.
+    let res = send(
+        "POST",
+        &gw.buy_url("trusted", "a"),
+        &[
+            ("authorization", &bearer("m0")),
+            ("x-forwarded-for", "198.51.100.7"),
+            ("x-forwarded-for", "192.0.2.50"),
+        ],
+        None,
+    )
+    .await;
+    assert_admitted(&res, "192.0.2.50 is a new client");
+    // IPv6 clients are keyed by their /64: one host cannot rotate through its prefix.
+    for (i, ip) in ["2001:db8:1:2::1", "2001:db8:1:2::ffff"].iter().enumerate() {
+        let res = buy(gw, "trusted", &format!("v{i}"), &[("x-forwarded-for", ip)]).await;
+        assert_admitted(&res, ip);
+    }
+    let res = buy(
+        gw,
+        "trusted",
+        "v2",
+        &[("x-forwarded-for", "2001:db8:1:2:abcd::9")],
+    )
+    .await;
+    assert_rate_limited(&res, 2);
+    let res = buy(
+        gw,
+        "trusted",
+        "v3",
+        &[("x-forwarded-for", "2001:db8:1:3::1")],
+    )
+    .await;
+    assert_admitted(&res, "another /64");
     // The proxy itself (no XFF) is one more client.
     assert_admitted(
         &buy(gw, "trusted", "p0", &[]).await,

@@ -228,6 +228,24 @@ async fn restarts_keep_stock_and_pre_orders() {
     assert_eq!(res.json()["order_id"], orders[3].1["order_id"]);
     assert_eq!(buy(&gw, "keep", "new").await.status, 201);
 
+    // A reload with a bigger stock in the file does not re-add stock either.
+    cfg.write_campaign(&CampaignSpec::new("keep").item("a", 50, 100));
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let res = send(
+        "POST",
+        &gw.admin_url("/admin/reload"),
+        &[("authorization", &auth)],
+        None,
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let item = gw.item_stats("keep", "a").await;
+    assert_eq!(
+        (item["initial"].as_i64(), item["remaining"].as_i64()),
+        (Some(20), Some(13)),
+        "{item}"
+    );
+
     // Crash Redis this time, and come back with a campaign file that says stock 50:
     // the stock in Redis is loaded once and never re-added.
     gw.running.shutdown().await;
