@@ -5,7 +5,8 @@
 //! - Any other request is echoed back as JSON:
 //!   `{"method", "path" (with query), "headers": {name: value}, "body": text}`.
 //!   Test knobs on the request: `x-test-status: <code>` sets the status,
-//!   `x-test-delay-ms: <n>` delays the answer (for upstream timeout tests).
+//!   `x-test-delay-ms: <n>` delays the answer (for upstream timeout tests). Echoed
+//!   requests are counted on arrival (`echo_requests`), so a test can wait for a slow one.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
