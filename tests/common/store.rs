@@ -5,7 +5,8 @@
 //! - Any other request is echoed back as JSON:
 //!   `{"method", "path" (with query), "headers": {name: value}, "body": text}`.
 //!   Test knobs on the request: `x-test-status: <code>` sets the status,
-//!   `x-test-delay-ms: <n>` delays the answer (for upstream timeout tests).
+//!   `x-test-delay-ms: <n>` delays the answer (for upstream timeout tests). Echoed
+//!   requests are counted on arrival (`echo_requests`), so a test can wait for a slow one.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -47,6 +48,8 @@ struct Shared {
     failing: AtomicBool,
     /// Every POST /flashgate/orders, including those answered 503.
     attempts: AtomicUsize,
+    /// Every other (echoed) request, counted on arrival, before any `x-test-delay-ms`.
+    echoed: AtomicUsize,
 }
 
 pub struct TestStore {
@@ -104,6 +107,11 @@ impl TestStore {
         self.shared.attempts.load(Ordering::SeqCst)
     }
 
+    /// Echo requests received so far, counted on arrival (a delayed one counts at once).
+    pub fn echo_requests(&self) -> usize {
+        self.shared.echoed.load(Ordering::SeqCst)
+    }
+
     /// While failing, `POST /flashgate/orders` answers 503 and records nothing.
     pub fn set_failing(&self, failing: bool) {
         self.shared.failing.store(failing, Ordering::SeqCst);
@@ -149,6 +157,7 @@ async fn handle(
         return Ok(reply(200, r#"{"ok":true}"#));
     }
 
+    shared.echoed.fetch_add(1, Ordering::SeqCst);
     let knob = |name: &str| -> Option<u64> { parts.headers.get(name)?.to_str().ok()?.parse().ok() };
     if let Some(ms) = knob("x-test-delay-ms") {
         tokio::time::sleep(Duration::from_millis(ms)).await;

@@ -1,0 +1,456 @@
+//! Failure and recovery end to end: Redis stopped (fail closed, proxy keeps flowing),
+//! Redis back (service resumes by itself), restarts that must keep stock and pre-orders,
+//! an emptied script cache, stalled clients, and graceful shutdown.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Bound on one request answered while Redis is away (SPEC: 503 at once, never a hang).
+const FAIL_FAST: Duration = Duration::from_secs(2);
+
+async fn start(cfg: &TestConfig) -> Gateway {
+    let gw = Gateway::start(cfg.load()).await;
+    gw.wait_ready().await;
+    gw
+}
+
+fn config(redis: &RedisServer, store: &TestStore, campaign: CampaignSpec) -> TestConfig {
+    let mut cfg = TestConfig::new(&redis.url(), &store.url());
+    cfg.campaign(campaign);
+    cfg
+}
+
+async fn buy(gw: &Gateway, campaign: &str, user: &str) -> TestResponse {
+    let auth = bearer(user);
+    send(
+        "POST",
+        &gw.buy_url(campaign, "a"),
+        &[("authorization", &auth)],
+        None,
+    )
+    .await
+}
+
+#[track_caller]
+fn assert_unavailable(res: &TestResponse, what: &str) {
+    assert_eq!(res.status, 503, "{what}: {}", res.text());
+    assert_eq!(
+        res.json()["type"],
+        "urn:flashgate:problem:unavailable",
+        "{what}"
+    );
+    let retry: u64 = res
+        .header("retry-after")
+        .unwrap_or_else(|| panic!("{what}: no Retry-After"))
+        .parse()
+        .unwrap();
+    assert!(retry >= 1, "{what}: Retry-After {retry}");
+}
+
+/// Buys until the answer is not 503 (Redis is back); returns that answer.
+async fn buy_when_back(gw: &Gateway, campaign: &str, user: &str) -> TestResponse {
+    eventually("buys served again", Duration::from_secs(15), || async {
+        let r = buy(gw, campaign, user).await;
+        (r.status != 503).then_some(r)
+    })
+    .await
+}
+
+fn redis_client(redis: &RedisServer) -> redis::Client {
+    redis::Client::open(redis.url()).unwrap()
+}
+
+// === Redis away ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_fails_closed_fast_and_recovers_by_itself() {
+    let mut redis = RedisServer::start_with_aof();
+    let store = TestStore::start().await;
+    let cfg = config(&redis, &store, CampaignSpec::new("down").item("a", 10, 100));
+    let gw = start(&cfg).await;
+    let first = buy(&gw, "down", "u0").await;
+    assert_eq!(first.status, 201);
+    let order_url = gw.url(&format!(
+        "/seckill/orders/{}",
+        first.json()["order_id"].as_str().unwrap()
+    ));
+
+    redis.stop();
+    for i in 1..=3 {
+        let started = Instant::now();
+        let res = buy(&gw, "down", &format!("u{i}")).await;
+        assert!(
+            started.elapsed() < FAIL_FAST,
+            "buy {i} took {:?}",
+            started.elapsed()
+        );
+        assert_unavailable(&res, &format!("buy {i}"));
+    }
+    let auth = bearer("u0");
+    let started = Instant::now();
+    let res = send("GET", &order_url, &[("authorization", &auth)], None).await;
+    assert_unavailable(&res, "GET order");
+    let res = send("DELETE", &order_url, &[("authorization", &auth)], None).await;
+    assert_unavailable(&res, "DELETE order");
+    assert!(started.elapsed() < FAIL_FAST * 2);
+
+    let ready = send("GET", &gw.admin_url("/readyz"), &[], None).await;
+    assert_unavailable(&ready, "/readyz");
+    assert_eq!(
+        send("GET", &gw.admin_url("/healthz"), &[], None)
+            .await
+            .status,
+        200
+    );
+    // The store's own traffic keeps flowing.
+    let res = send("GET", &gw.url("/products/7?x=1"), &[], None).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.json()["path"], "/products/7?x=1");
+    let res = send("POST", &gw.url("/cart"), &[], Some(b"item=7".to_vec())).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.json()["body"], "item=7");
+    let metrics = send("GET", &gw.admin_url("/metrics"), &[], None)
+        .await
+        .text();
+    let errors = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("flashgate_redis_errors_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(errors >= 3.0, "flashgate_redis_errors_total {errors}");
+
+    redis.restart();
+    let res = buy_when_back(&gw, "down", "u1").await;
+    assert_eq!(res.status, 201, "{}", res.text());
+    gw.wait_ready().await;
+    // Nothing was reserved while Redis was away, nothing was lost.
+    let item = gw.item_stats("down", "a").await;
+    assert_eq!(item["ledger_ok"], true, "{item}");
+    assert_eq!(
+        (item["remaining"].as_i64(), item["pending"].as_i64()),
+        (Some(8), Some(2)),
+        "{item}"
+    );
+    let res = send("GET", &order_url, &[("authorization", &auth)], None).await;
+    assert_eq!(res.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_started_before_redis_answers_503_then_serves() {
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let store = TestStore::start().await;
+    let cfg = config(&redis, &store, CampaignSpec::new("late").item("a", 5, 100));
+    let gw = Gateway::start(cfg.load()).await;
+
+    let started = Instant::now();
+    assert_unavailable(&buy(&gw, "late", "u1").await, "buy before redis");
+    assert!(started.elapsed() < FAIL_FAST);
+    assert_unavailable(
+        &send("GET", &gw.admin_url("/readyz"), &[], None).await,
+        "/readyz",
+    );
+    assert_eq!(send("GET", &gw.url("/"), &[], None).await.status, 200);
+
+    redis.restart();
+    gw.wait_ready().await;
+    assert_eq!(buy(&gw, "late", "u1").await.status, 201);
+    let item = gw.item_stats("late", "a").await;
+    assert_eq!(
+        (item["initial"].as_i64(), item["remaining"].as_i64()),
+        (Some(5), Some(4))
+    );
+}
+
+// === restarts never reset stock ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_keep_stock_and_pre_orders() {
+    let mut redis = RedisServer::start_with_aof();
+    let store = TestStore::start().await;
+    let cfg = config(&redis, &store, CampaignSpec::new("keep").item("a", 20, 100));
+    let gw = start(&cfg).await;
+    let mut orders = Vec::new();
+    for i in 0..7 {
+        let user = format!("k{i}");
+        let res = buy(&gw, "keep", &user).await;
+        assert_eq!(res.status, 201);
+        orders.push((user, res.json()));
+    }
+    // One is cancelled: its unit is back in `remaining`.
+    let (u0, o0) = &orders[0];
+    let url0 = gw.url(&format!(
+        "/seckill/orders/{}",
+        o0["order_id"].as_str().unwrap()
+    ));
+    let res = send("DELETE", &url0, &[("authorization", &bearer(u0))], None).await;
+    assert_eq!(res.status, 200);
+    let before = gw.item_stats("keep", "a").await;
+    assert_eq!(
+        (
+            before["remaining"].as_i64(),
+            before["pending"].as_i64(),
+            before["cancelled"].as_i64()
+        ),
+        (Some(14), Some(6), Some(1)),
+        "{before}"
+    );
+
+    // Stop the gateway AND restart Redis (graceful: AOF flushed), then a new gateway.
+    gw.running.shutdown().await;
+    redis.restart();
+    let gw = start(&cfg).await;
+    let after = gw.item_stats("keep", "a").await;
+    assert_eq!(after, before, "a restart must not touch the ledger");
+
+    for (user, order) in &orders {
+        let url = gw.url(&format!(
+            "/seckill/orders/{}",
+            order["order_id"].as_str().unwrap()
+        ));
+        let res = send("GET", &url, &[("authorization", &bearer(user))], None).await;
+        assert_eq!(res.status, 200, "{user}: {}", res.text());
+        let got = res.json();
+        if user == u0 {
+            assert_eq!(got["status"], "cancelled");
+        } else {
+            assert_eq!(&got, order, "the pre-order survives as it was");
+        }
+    }
+    // A holder's pending order is still theirs; a new buyer gets a new unit.
+    let res = buy(&gw, "keep", "k3").await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.json()["order_id"], orders[3].1["order_id"]);
+    assert_eq!(buy(&gw, "keep", "new").await.status, 201);
+
+    // A reload with a bigger stock in the file does not re-add stock either.
+    cfg.write_campaign(&CampaignSpec::new("keep").item("a", 50, 100));
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let res = send(
+        "POST",
+        &gw.admin_url("/admin/reload"),
+        &[("authorization", &auth)],
+        None,
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let item = gw.item_stats("keep", "a").await;
+    assert_eq!(
+        (item["initial"].as_i64(), item["remaining"].as_i64()),
+        (Some(20), Some(13)),
+        "{item}"
+    );
+
+    // Crash Redis this time, and come back with a campaign file that says stock 50:
+    // the stock in Redis is loaded once and never re-added.
+    gw.running.shutdown().await;
+    redis.kill();
+    redis.restart();
+    let mut bigger = TestConfig::new(&redis.url(), &store.url());
+    bigger.campaign(CampaignSpec::new("keep").item("a", 50, 100));
+    let gw = start(&bigger).await;
+    let item = gw.item_stats("keep", "a").await;
+    assert_eq!(
+        (
+            item["initial"].as_i64(),
+            item["remaining"].as_i64(),
+            item["pending"].as_i64()
+        ),
+        (Some(20), Some(13), Some(7)),
+        "{item}"
+    );
+    assert_eq!(item["ledger_ok"], true);
+    gw.running.shutdown().await;
+}
+
+// === the script cache is not data ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_script_cache_is_reloaded_on_noscript() {
+    let redis = RedisServer::start();
+    let store = TestStore::start().await;
+    let cfg = config(&redis, &store, CampaignSpec::new("ns").item("a", 10, 100));
+    let gw = start(&cfg).await;
+    assert_eq!(buy(&gw, "ns", "n0").await.status, 201);
+
+    let mut con = redis_client(&redis)
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let flush = || redis::cmd("SCRIPT").arg("FLUSH").clone();
+    let _: () = flush().query_async(&mut con).await.unwrap();
+    let res = buy(&gw, "ns", "n1").await;
+    assert_eq!(
+        res.status,
+        201,
+        "reserve after SCRIPT FLUSH: {}",
+        res.text()
+    );
+
+    let _: () = flush().query_async(&mut con).await.unwrap();
+    let url = gw.url(&format!(
+        "/seckill/orders/{}",
+        res.json()["order_id"].as_str().unwrap()
+    ));
+    let res = send("DELETE", &url, &[("authorization", &bearer("n1"))], None).await;
+    assert_eq!(res.status, 200, "cancel after SCRIPT FLUSH: {}", res.text());
+
+    let _: () = flush().query_async(&mut con).await.unwrap();
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let res = send(
+        "POST",
+        &gw.admin_url("/admin/campaigns/ns/items/a/stock"),
+        &[("authorization", &auth)],
+        Some(br#"{"delta": 5}"#.to_vec()),
+    )
+    .await;
+    assert_eq!(res.status, 200, "adjust after SCRIPT FLUSH: {}", res.text());
+
+    let _: () = flush().query_async(&mut con).await.unwrap();
+    assert_eq!(
+        send("GET", &gw.admin_url("/readyz"), &[], None)
+            .await
+            .status,
+        200
+    );
+    let item = gw.item_stats("ns", "a").await;
+    assert_eq!(item["ledger_ok"], true, "{item}");
+    assert_eq!(
+        (
+            item["remaining"].as_i64(),
+            item["pending"].as_i64(),
+            item["adjusted"].as_i64()
+        ),
+        (Some(14), Some(1), Some(5)),
+        "{item}"
+    );
+}
+
+// === stalled clients ===
+
+/// Reads until the peer closes; returns what arrived and when it closed.
+async fn read_to_close(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Duration) {
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(started.elapsed()), s.read(&mut buf)).await
+        {
+            Err(_) => panic!(
+                "still open after {limit:?}; got {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+            Ok(Ok(0)) | Ok(Err(_)) => return (got, started.elapsed()),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stalling_mid_request_is_cut_off() {
+    let redis = RedisServer::start();
+    let store = TestStore::start().await;
+    let mut cfg = config(&redis, &store, CampaignSpec::new("slow").item("a", 10, 100));
+    cfg.set_str("server", "header_read_timeout", "1s");
+    let gw = start(&cfg).await;
+
+    // Half a request line, then nothing; nothing at all; a keep-alive connection left
+    // idle after one request: each is disconnected after the header timeout.
+    let stall = |first: &'static [u8]| async move {
+        let mut s = TcpStream::connect(gw.public_addr).await.unwrap();
+        s.write_all(first).await.unwrap();
+        let (got, after) = read_to_close(&mut s, Duration::from_secs(5)).await;
+        (String::from_utf8_lossy(&got).into_owned(), after)
+    };
+    let (half, silent, idle) = tokio::join!(
+        stall(b"GET /seckill/campa"),
+        stall(b""),
+        stall(b"GET /products/1 HTTP/1.1\r\nHost: x\r\n\r\n"),
+    );
+    for (what, (got, after)) in [("half a request line", &half), ("silent", &silent)] {
+        assert!(
+            *after >= Duration::from_millis(800) && *after <= Duration::from_millis(2500),
+            "{what}: closed after {after:?}"
+        );
+        assert!(
+            got.is_empty() || got.starts_with("HTTP/1.1 408"),
+            "{what}: unexpected answer {got:?}"
+        );
+    }
+    let (got, after) = idle;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(
+        after <= Duration::from_millis(2500),
+        "idle keep-alive: {after:?}"
+    );
+
+    // Complete headers but a stalled body on a buy: refused after the body timeout.
+    let mut s = TcpStream::connect(gw.public_addr).await.unwrap();
+    let head = format!(
+        "POST /seckill/campaigns/slow/items/a/orders HTTP/1.1\r\nHost: x\r\n\
+         Authorization: {}\r\nContent-Length: 15\r\n\r\n{{\"quan",
+        bearer("staller")
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("an answer to a stalled body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("urn:flashgate:problem:bad-request"),
+        "{answer}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(2500));
+    assert_eq!(gw.item_stats("slow", "a").await["pending"], 0);
+
+    // Meanwhile the gateway serves everyone else.
+    assert_eq!(buy(&gw, "slow", "fine").await.status, 201);
+}
+
+// === graceful shutdown ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_an_in_flight_proxied_request() {
+    let redis = RedisServer::start();
+    let store = TestStore::start().await;
+    let mut cfg = config(&redis, &store, CampaignSpec::new("bye").item("a", 10, 100));
+    cfg.set_str("server", "shutdown_grace", "10s");
+    let gw = start(&cfg).await;
+    let url = gw.url("/slow/page?n=1");
+    let slow =
+        tokio::spawn(async move { send("GET", &url, &[("x-test-delay-ms", "1500")], None).await });
+    eventually(
+        "the slow request reached the store",
+        Duration::from_secs(5),
+        || async { (store.echo_requests() == 1).then_some(()) },
+    )
+    .await;
+
+    let public = gw.public_addr;
+    let started = Instant::now();
+    gw.running.shutdown().await;
+    let took = started.elapsed();
+    let res = slow.await.unwrap();
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["path"], "/slow/page?n=1");
+    assert!(
+        took >= Duration::from_millis(1000),
+        "shutdown did not wait for the request: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "shutdown waited for more than the request: {took:?}"
+    );
+    // No longer accepting.
+    let res = try_send("GET", &format!("http://{public}/"), &[], None).await;
+    assert!(res.is_err(), "still serving after shutdown: {res:?}");
+}
