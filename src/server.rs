@@ -118,6 +118,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         store: store.clone(),
         limiters: limiters.clone(),
         metrics: metrics.clone(),
+        stock_loaded: Default::default(),
     });
     if cfg.secrets.payment_secret.is_none() {
         tracing::warn!(env = %cfg.payment.secret_env, "no payment secret set: every payment callback will get 401");
@@ -263,7 +264,9 @@ async fn accept(
 /// Once Redis answers: load scripts and the campaigns' stock (only where absent).
 async fn bootstrap(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     loop {
-        if app.store.ready().await.is_ok() && http::admin::reload(&app).await.is_ok() {
+        if app.store.ready().await.is_ok() && http::admin::load_stock(&app).await.is_ok() {
+            app.stock_loaded
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             return;
         }
         tokio::select! {

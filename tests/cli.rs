@@ -99,7 +99,6 @@ fn version_prints_name_and_version() {
 }
 
 #[test]
-#[ignore = "pending config fix: campaigns_dir under [orders]"]
 fn check_accepts_the_example_config() {
     let out = run(flashgate(&["check", "--config", "config/gateway.toml"]));
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
@@ -183,7 +182,6 @@ fn check_names_the_line_of_a_type_error() {
 }
 
 #[test]
-#[ignore = "pending config fix: serde type errors name the dotted field (on main, not here)"]
 fn check_names_the_field_of_a_type_error() {
     let cfg = valid_config();
     cfg.write_campaign_file("typed.toml", campaign_with_bad_stock());

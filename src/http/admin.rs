@@ -30,6 +30,9 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<ResBody> {
         (&Method::GET, "/healthz") => return json(StatusCode::OK, br#"{"status":"ok"}"#.to_vec()),
         (&Method::GET, "/readyz") => {
             return match app.store.ready().await {
+                Ok(()) if !app.stock_loaded.load(Ordering::Relaxed) => {
+                    Problem::unavailable("loading campaign stock").into_response()
+                }
                 Ok(()) => json(StatusCode::OK, br#"{"status":"ready"}"#.to_vec()),
                 Err(e) => Problem::unavailable(e.to_string()).into_response(),
             }
@@ -113,15 +116,21 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub async fn reload(app: &App) -> Result<usize, ConfigError> {
     let campaigns = load_campaigns(&app.campaigns_dir)?;
     app.registry.replace(&campaigns);
-    for c in app.registry.snapshot().values() {
-        for i in &c.items {
-            if let Err(e) = app.store.init_item(&c.keys, &i.sku, i.stock).await {
-                tracing::warn!(campaign = %c.cfg.id, sku = %i.sku, error = %e, "stock not loaded yet; the first buy loads it");
-            }
-        }
+    if let Err(e) = load_stock(app).await {
+        tracing::warn!(error = %e, "stock not loaded yet; the first buy of each item loads it");
     }
     tracing::info!(campaigns = campaigns.len(), "campaigns reloaded");
     Ok(campaigns.len())
+}
+
+/// Loads the running campaigns' stock into Redis where it is absent (never re-adds it).
+pub async fn load_stock(app: &App) -> Result<(), crate::stock::StoreError> {
+    for c in app.registry.snapshot().values() {
+        for i in &c.items {
+            app.store.init_item(&c.keys, &i.sku, i.stock).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The live status page: one self-contained HTML file, compiled into the binary.

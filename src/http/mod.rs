@@ -50,6 +50,8 @@ pub struct App {
     pub admin_token: Option<String>,
     pub campaigns_dir: PathBuf,
     pub max_body: usize,
+    /// Set once the campaigns' stock is in Redis (`/readyz` waits for it).
+    pub stock_loaded: std::sync::atomic::AtomicBool,
     /// Bound on reading a request body (a client that stalls mid-body is cut off).
     pub body_timeout: Duration,
 }
