@@ -147,7 +147,7 @@ async fn twenty_concurrent_duplicate_callbacks_make_one_outbox_entry() {
     let id = order_id(&order).to_owned();
 
     let body = callback_body(&id, &payment_id(&id), PRICE);
-    for res in concurrent_callbacks(endpoints(&gw), body, 20).await {
+    for res in concurrent_callbacks(gw.endpoints(), body, 20).await {
         assert_eq!(res.status, 200, "{}", res.text());
         assert_eq!(res.json()["status"], "paid", "{}", res.text());
     }
@@ -355,7 +355,7 @@ async fn callback_for_a_cancelled_order_makes_exactly_one_refund_event() {
     for _ in 0..3 {
         answers.push(signed_callback(&gw, body.clone()).await);
     }
-    answers.extend(concurrent_callbacks(endpoints(&gw), body.clone(), 10).await);
+    answers.extend(concurrent_callbacks(gw.endpoints(), body.clone(), 10).await);
     answers.push(signed_callback(&gw, body).await);
     for res in &answers {
         assert_eq!(res.status, 200, "{}", res.text());

@@ -29,16 +29,23 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 /// A running gateway, in-process ([`Gateway`]) or as a process ([`GatewayProcess`]).
 pub trait Api {
-    fn url(&self, path: &str) -> String;
-    fn admin_url(&self, path: &str) -> String;
+    /// Both addresses, `Copy + 'static` for spawned tasks.
+    fn endpoints(&self) -> Endpoints;
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.endpoints().public)
+    }
+    fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.endpoints().admin)
+    }
 }
 
 impl Api for Gateway {
-    fn url(&self, path: &str) -> String {
-        Gateway::url(self, path)
-    }
-    fn admin_url(&self, path: &str) -> String {
-        Gateway::admin_url(self, path)
+    fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            public: self.public_addr,
+            admin: self.admin_addr,
+        }
     }
 }
 
@@ -50,18 +57,8 @@ pub struct Endpoints {
 }
 
 impl Api for Endpoints {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.public)
-    }
-    fn admin_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.admin)
-    }
-}
-
-pub fn endpoints(gw: &Gateway) -> Endpoints {
-    Endpoints {
-        public: gw.public_addr,
-        admin: gw.admin_addr,
+    fn endpoints(&self) -> Endpoints {
+        *self
     }
 }
 
@@ -551,11 +548,11 @@ pub struct GatewayProcess {
 }
 
 impl Api for GatewayProcess {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.public_addr)
-    }
-    fn admin_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.admin_addr)
+    fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            public: self.public_addr,
+            admin: self.admin_addr,
+        }
     }
 }
 
