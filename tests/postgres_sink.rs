@@ -184,7 +184,8 @@ async fn paid_order_becomes_one_row_and_redelivery_is_a_noop() {
             paid_at: row.paid_at,
         },
     };
-    let sink = flashgate::sink::postgres::PostgresSink::new(&pg.url());
+    let sink =
+        flashgate::sink::postgres::PostgresSink::new(&pg.url(), std::time::Duration::from_secs(5));
     sink.deliver(&entry).await.expect("re-delivery succeeds");
     sink.deliver(&entry).await.expect("re-delivery succeeds");
     let mut changed = entry.clone();
@@ -304,4 +305,71 @@ async fn postgres_restart_leaves_a_backlog_that_drains() {
             ..Stats::default()
         }
     });
+}
+
+/// SIGCONTs a process on drop, so a stopped PostgreSQL backend never outlives the test
+/// (`pg_ctl stop` would wait for it).
+struct Stopped(i32);
+
+impl Stopped {
+    fn signal(pid: i32, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(sig)
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
+    fn stop(pid: i32) -> Stopped {
+        Self::signal(pid, "-STOP");
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        Self::signal(self.0, "-CONT");
+    }
+}
+
+/// A connection that stops answering (the server host froze, a half-open TCP
+/// connection) must not stall the sink: the delivery times out, the sink reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_postgres_connection_does_not_stall_deliveries() {
+    const C: &str = "pghang";
+    let pg = Postgres::start();
+    let s = setup(&pg, C, 10).await;
+    let gw = start(&s.cfg).await;
+    let mut probe = Probe::new(&s.redis).await;
+    let db = connect(&pg).await;
+
+    let first = buy_ok(&gw, C, SKU, "first").await;
+    pay_ok(&gw, &first).await;
+    wait_rows(&db, 1).await;
+    probe.wait_drained(C).await;
+
+    // Freeze the backend serving the gateway's (now idle) sink connection.
+    let pids: Vec<i32> = db
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
+             AND query LIKE 'INSERT INTO flashgate_orders%'",
+            &[],
+        )
+        .await
+        .expect("pg_stat_activity")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(pids.len(), 1, "one sink connection: {pids:?}");
+    let _frozen = Stopped::stop(pids[0]);
+
+    let second = buy_ok(&gw, C, SKU, "second").await;
+    pay_ok(&gw, &second).await;
+    let got = wait_rows(&db, 2).await;
+    assert!(got.contains_key(order_id(&second)));
+    probe.wait_drained(C).await;
+    assert!(deliveries(&gw, "retry").await >= 1.0);
+    assert_eq!(ledger(&gw, C, SKU).await.paid, 2);
 }
