@@ -342,3 +342,44 @@ async fn concurrent_sweepers_never_return_stock_twice() {
     );
     assert!(s.store.orders().is_empty(), "nothing unpaid is persisted");
 }
+
+/// Deadlines that pass while no gateway runs are swept by the next one to start; the
+/// restart neither re-adds stock nor returns it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_passed_while_no_gateway_ran_expire_at_the_next_start() {
+    const C: &str = "offline";
+    const N: usize = 5;
+    let mut s = Setup::new(
+        CampaignSpec::new(C)
+            .payment_window("1s")
+            .item(SKU, 10, PRICE),
+    )
+    .await;
+    fast_sweep(&mut s);
+    let gw = start(&s.cfg).await;
+    let users: Vec<String> = (0..N).map(|i| format!("off{i}")).collect();
+    let orders = buy_all(&[gw.endpoints()], C, SKU, &users).await;
+    let last_deadline = orders.iter().map(|o| ms_of(&o["pay_by"])).max().unwrap();
+    gw.running.shutdown().await;
+
+    // Every deadline passes with no gateway running.
+    sleep_until_ms(last_deadline + 200).await;
+    let gw = start(&s.cfg).await;
+    eventually("the overdue pre-orders to expire", WAIT, || async {
+        (ledger(&gw, C, SKU).await.pending == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        ledger(&gw, C, SKU).await,
+        Stats {
+            initial: 10,
+            remaining: 10,
+            expired: N as i64,
+            ..Stats::default()
+        }
+    );
+    for o in &orders {
+        let user = o["user_id"].as_str().unwrap();
+        assert_eq!(order_status(&gw, user, order_id(o)).await, "expired");
+    }
+}

@@ -231,6 +231,42 @@ async fn entries_of_a_sigkilled_gateway_are_delivered_by_another_instance() {
     assert_eq!(ledger(&b, C, SKU).await, paid_stats(40, N as i64));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_instances_share_the_outbox_and_deliver_each_order_once() {
+    const C: &str = "shared";
+    const N: usize = 45;
+    let mut s = Setup::new(CampaignSpec::new(C).item(SKU, 50, PRICE)).await;
+    s.cfg.set_str("orders", "claim_idle", "1s");
+    let gws = [
+        start(&s.cfg).await,
+        start(&s.cfg).await,
+        start(&s.cfg).await,
+    ];
+    let mut probe = Probe::new(&s.redis).await;
+
+    let all = users("s", N);
+    let mut orders = Vec::new();
+    for (i, chunk) in all.chunks(N / gws.len()).enumerate() {
+        orders.extend(buy_and_pay(&gws[i % gws.len()], C, chunk).await);
+    }
+    s.store.wait_for_orders(N, WAIT).await;
+    probe.wait_drained(C).await;
+    let delivered = assert_delivered_once(&s.store.orders());
+    assert_eq!(delivered.keys().cloned().collect::<Vec<_>>(), ids(&orders));
+    assert_eq!(s.store.orders().len(), N);
+    assert_eq!(probe.entries_added(&outbox_key(C)).await, N as u64);
+    let mut ok = 0.0;
+    for gw in &gws {
+        ok += metric(
+            &metrics(gw).await,
+            "flashgate_sink_deliveries_total",
+            &[("sink", "http"), ("result", "ok")],
+        );
+    }
+    assert_eq!(ok, N as f64, "acknowledged deliveries across the instances");
+    assert_eq!(ledger(&gws[0], C, SKU).await, paid_stats(50, N as i64));
+}
+
 /// Redis restarted without persistence (or the stream deleted by hand) loses the
 /// consumer group: the consumer must create it again, not fail on NOGROUP forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,4 +288,29 @@ async fn deliveries_resume_after_redis_loses_the_consumer_group() {
     want.extend(ids(&after));
     want.sort();
     assert_eq!(delivered.keys().cloned().collect::<Vec<_>>(), want);
+}
+
+/// A campaign file removed (and reloaded) while paid orders of that campaign still wait
+/// in its outbox: the consumer only reads the streams of campaigns in the registry, so
+/// those paid orders are never delivered (and `/admin/outbox` no longer counts them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: removing a campaign file strands its undelivered paid orders in the outbox (consumer and sweeper only look at registry campaigns); needs a design decision"]
+async fn removing_a_campaign_does_not_strand_its_paid_orders() {
+    const C: &str = "gone";
+    let mut s = Setup::new(CampaignSpec::new(C).item(SKU, 10, PRICE)).await;
+    s.cfg
+        .campaign(CampaignSpec::new("stays").item(SKU, 10, PRICE))
+        .set("orders", "max_attempts", "1000");
+    let gw = start(&s.cfg).await;
+    s.store.set_failing(true);
+    let orders = buy_and_pay(&gw, C, &users("g", 3)).await;
+    assert_eq!(outbox_counts(&gw).await, (3, 0));
+
+    s.cfg.remove_campaign_file(&format!("{C}.toml"));
+    let res = admin_post(&gw, "/admin/reload", "").await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    s.store.set_failing(false);
+    s.store.wait_for_orders(3, WAIT).await;
+    let delivered = assert_delivered_once(&s.store.orders());
+    assert_eq!(delivered.keys().cloned().collect::<Vec<_>>(), ids(&orders));
 }
