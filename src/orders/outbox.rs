@@ -85,6 +85,11 @@ impl Consumer {
             let worked = match self.round(&mut con, &mut grouped, &mut last_error).await {
                 Ok(n) => n > 0,
                 Err(e) => {
+                    // The group is gone (Redis restarted without persistence, the stream
+                    // was deleted): create it again next round, not fail on NOGROUP forever.
+                    if e.to_string().contains("NOGROUP") {
+                        grouped.clear();
+                    }
                     self.metrics.redis_errors.inc();
                     tracing::warn!(error = %e, "outbox: redis call failed; will retry");
                     false

@@ -52,7 +52,8 @@ pub async fn from_config(cfg: &Config) -> Result<Arc<dyn Sink>, SinkError> {
                 .postgres_url
                 .as_deref()
                 .ok_or_else(|| SinkError::Config("postgres url missing".into()))?;
-            Arc::new(postgres::PostgresSink::new(url))
+            // The same bound on one delivery as the http sink's.
+            Arc::new(postgres::PostgresSink::new(url, cfg.upstream.timeout.0))
         }
     })
 }

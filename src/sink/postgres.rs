@@ -4,7 +4,10 @@
 //! Columns (also in README): order_id, status ('paid' | 'refund_required'), campaign, sku,
 //! user_id, quantity, amount_cents, payment_id, created_at, pay_by, paid_at, received_at.
 
+use std::time::Duration;
+
 use tokio::sync::Mutex;
+use tokio::task::AbortHandle;
 use tokio_postgres::{Client, NoTls};
 
 use super::{DeliverFuture, Sink, SinkError};
@@ -33,43 +36,76 @@ const INSERT: &str = "INSERT INTO flashgate_orders
 
 pub struct PostgresSink {
     url: String,
+    /// Bound on one delivery, connecting included: a server that stops answering (a
+    /// frozen host, a half-open connection) must not stall the outbox forever.
+    timeout: Duration,
     /// The connection, made on first use and remade after an error. A tokio `Mutex`
     /// because it is held across the query's await; deliveries are sequential per consumer.
-    client: Mutex<Option<Client>>,
+    client: Mutex<Option<Conn>>,
+}
+
+/// A client and its connection task, aborted when the client is given up, so a hung
+/// socket does not outlive it.
+struct Conn {
+    client: Client,
+    task: AbortHandle,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl PostgresSink {
-    pub fn new(url: &str) -> PostgresSink {
+    pub fn new(url: &str, timeout: Duration) -> PostgresSink {
         PostgresSink {
             url: url.to_string(),
+            timeout,
             client: Mutex::new(None),
         }
     }
 
-    async fn connect(&self) -> Result<Client, SinkError> {
+    async fn connect(&self) -> Result<Conn, SinkError> {
         let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
             .await
             .map_err(|e| SinkError::Unreachable(e.to_string()))?;
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "postgres sink connection closed");
             }
-        });
-        client
+        })
+        .abort_handle();
+        let conn = Conn { client, task };
+        conn.client
             .batch_execute(CREATE)
             .await
             .map_err(|e| SinkError::Unreachable(e.to_string()))?;
-        Ok(client)
+        Ok(conn)
     }
 
     async fn insert(&self, entry: &Entry) -> Result<(), SinkError> {
         let mut guard = self.client.lock().await;
-        if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            *guard = Some(self.connect().await?);
+        match tokio::time::timeout(self.timeout, self.insert_on(&mut guard, entry)).await {
+            Ok(result) => result,
+            Err(_) => {
+                *guard = None;
+                Err(SinkError::Unreachable(format!(
+                    "no answer within {:?}",
+                    self.timeout
+                )))
+            }
         }
-        let client = guard
+    }
+
+    async fn insert_on(&self, conn: &mut Option<Conn>, entry: &Entry) -> Result<(), SinkError> {
+        if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+            *conn = Some(self.connect().await?);
+        }
+        let client = &conn
             .as_ref()
-            .ok_or_else(|| SinkError::Unreachable("no connection".into()))?;
+            .ok_or_else(|| SinkError::Unreachable("no connection".into()))?
+            .client;
         let o = &entry.order;
         let result = client
             .execute(
@@ -92,7 +128,7 @@ impl PostgresSink {
         match result {
             Ok(_) => Ok(()),
             Err(e) => {
-                *guard = None;
+                *conn = None;
                 Err(SinkError::Unreachable(e.to_string()))
             }
         }

@@ -80,6 +80,32 @@ impl Postgres {
         self.port
     }
 
+    /// Stops the server (`pg_ctl stop -m fast`: open connections are closed), keeping its
+    /// data, for "PostgreSQL is down for a while" tests. [`Postgres::restart`] brings it back.
+    pub fn stop(&self) {
+        let data = self.data();
+        let out = self.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
+        assert!(
+            out.status.success(),
+            "pg_ctl stop failed:\n{}",
+            output_text(&out)
+        );
+    }
+
+    /// Starts the stopped server again on the same port and data directory.
+    pub fn restart(&self) {
+        let mut last = String::new();
+        // The port was ours a moment ago; give the OS a few tries to release it.
+        for _ in 0..20 {
+            match self.pg_ctl_start() {
+                Ok(()) => return,
+                Err(e) => last = e,
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("PostgreSQL did not restart on port {}:\n{last}", self.port);
+    }
+
     fn data(&self) -> String {
         self.path("data")
     }
