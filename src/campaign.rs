@@ -145,6 +145,11 @@ impl Registry {
             .clone()
     }
 
+    /// Ids of the running campaigns.
+    pub fn ids(&self) -> Vec<String> {
+        self.snapshot().keys().cloned().collect()
+    }
+
     pub fn get(&self, id: &str) -> Option<Arc<CampaignState>> {
         self.inner
             .campaigns

@@ -300,7 +300,6 @@ async fn refresh(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
                 c.paused.store(paused, std::sync::atomic::Ordering::Relaxed);
             }
         }
-        let (mut pending, mut dead) = (0, 0);
         for c in campaigns {
             let keys: Vec<String> = c.items.iter().map(|i| i.key.clone()).collect();
             if let Ok(stats) = app.store.item_stats(&keys).await {
@@ -313,7 +312,15 @@ async fn refresh(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
                         .set(s.remaining);
                 }
             }
-            if let Ok((p, d)) = app.store.outbox_counts(&c.keys).await {
+        }
+        let (mut pending, mut dead) = (0, 0);
+        for (_, keys) in app
+            .store
+            .known_campaigns(app.registry.ids())
+            .await
+            .unwrap_or_default()
+        {
+            if let Ok((p, d)) = app.store.outbox_counts(&keys).await {
                 pending += p;
                 dead += d;
             }

@@ -125,6 +125,7 @@ pub async fn reload(app: &App) -> Result<usize, ConfigError> {
 
 /// Loads the running campaigns' stock into Redis where it is absent (never re-adds it).
 pub async fn load_stock(app: &App) -> Result<(), crate::stock::StoreError> {
+    app.store.remember_campaigns(&app.registry.ids()).await?;
     for c in app.registry.snapshot().values() {
         for i in &c.items {
             app.store.init_item(&c.keys, &i.sku, i.stock).await?;
@@ -208,21 +209,20 @@ async fn campaigns_json(app: &App) -> Result<serde_json::Value, Problem> {
 }
 
 async fn outbox_json(app: &App) -> Result<serde_json::Value, Problem> {
-    let snapshot = app.registry.snapshot();
     let (mut pending, mut dead, mut per) = (0, 0, Vec::new());
-    for c in snapshot.values() {
-        let (p, d) = app.store.outbox_counts(&c.keys).await?;
+    for (id, keys) in app.store.known_campaigns(app.registry.ids()).await? {
+        let (p, d) = app.store.outbox_counts(&keys).await?;
         pending += p;
         dead += d;
-        per.push(serde_json::json!({"campaign": c.cfg.id, "pending": p, "dead": d}));
+        per.push(serde_json::json!({"campaign": id, "pending": p, "dead": d}));
     }
     Ok(serde_json::json!({"pending": pending, "dead": dead, "campaigns": per}))
 }
 
 async fn replay_dead(app: &App) -> Result<Response<ResBody>, Problem> {
     let mut moved = 0;
-    for c in app.registry.snapshot().values() {
-        moved += app.store.replay_dead(&c.keys, REPLAY_BATCH).await?;
+    for (_, keys) in app.store.known_campaigns(app.registry.ids()).await? {
+        moved += app.store.replay_dead(&keys, REPLAY_BATCH).await?;
     }
     Ok(json(
         StatusCode::OK,

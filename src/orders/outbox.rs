@@ -111,14 +111,14 @@ impl Consumer {
         grouped: &mut Vec<String>,
         last_error: &mut HashMap<String, String>,
     ) -> Result<usize, StoreError> {
-        let campaigns = self.registry.snapshot();
+        let campaigns = self.store.known_campaigns(self.registry.ids()).await?;
         let mut streams = Vec::with_capacity(campaigns.len());
-        for c in campaigns.values() {
-            if !grouped.contains(&c.keys.outbox) {
-                self.store.ensure_group(con, &c.keys).await?;
-                grouped.push(c.keys.outbox.clone());
+        for (_, keys) in &campaigns {
+            if !grouped.contains(&keys.outbox) {
+                self.store.ensure_group(con, keys).await?;
+                grouped.push(keys.outbox.clone());
             }
-            streams.push(c.keys.outbox.clone());
+            streams.push(keys.outbox.clone());
         }
         let mut handled = 0;
         for (stream, e) in self
@@ -126,14 +126,13 @@ impl Consumer {
             .read_new(con, &streams, &self.name, BATCH)
             .await?
         {
-            if let Some(c) = campaigns.values().find(|c| c.keys.outbox == stream) {
-                self.handle(con, &c.keys, &stream, &e, 1, last_error)
-                    .await?;
+            if let Some((_, keys)) = campaigns.iter().find(|(_, k)| k.outbox == stream) {
+                self.handle(con, keys, &stream, &e, 1, last_error).await?;
                 handled += 1;
             }
         }
-        for c in campaigns.values() {
-            handled += self.retry(con, &c.keys, last_error).await?;
+        for (_, keys) in &campaigns {
+            handled += self.retry(con, keys, last_error).await?;
         }
         Ok(handled)
     }

@@ -30,15 +30,23 @@ pub async fn run(
         if store.conn().get().is_err() {
             continue;
         }
-        for c in registry.snapshot().values() {
+        let campaigns = match store.known_campaigns(registry.ids()).await {
+            Ok(c) => c,
+            Err(e) => {
+                metrics.redis_errors.inc();
+                tracing::warn!(error = %e, "expiry sweep: cannot list campaigns; will retry");
+                continue;
+            }
+        };
+        for (id, keys) in &campaigns {
             loop {
-                match store.expire_due(&c.keys, BATCH).await {
+                match store.expire_due(keys, BATCH).await {
                     Ok((seen, expired)) => {
                         for (sku, qty) in &expired {
-                            metrics.preorder(&c.cfg.id, sku, "expired", *qty as u64);
+                            metrics.preorder(id, sku, "expired", *qty as u64);
                         }
                         if !expired.is_empty() {
-                            tracing::debug!(campaign = %c.cfg.id, n = expired.len(), "pre-orders expired");
+                            tracing::debug!(campaign = %id, n = expired.len(), "pre-orders expired");
                         }
                         if seen < BATCH {
                             break;
@@ -46,7 +54,7 @@ pub async fn run(
                     }
                     Err(e) => {
                         metrics.redis_errors.inc();
-                        tracing::warn!(campaign = %c.cfg.id, error = %e, "expiry sweep failed; will retry");
+                        tracing::warn!(campaign = %id, error = %e, "expiry sweep failed; will retry");
                         break;
                     }
                 }

@@ -392,6 +392,44 @@ impl Store {
             .collect())
     }
 
+    /// `<prefix>:campaigns`: every campaign id any instance has loaded. Background work
+    /// (expiry, outbox) covers these too, so removing a campaign file never strands its
+    /// paid orders or pending deadlines. Not hash-tagged: it is only read by plain commands.
+    fn campaigns_key(&self) -> String {
+        format!("{}:campaigns", self.prefix)
+    }
+
+    pub async fn remember_campaigns(&self, ids: &[String]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut con = self.conn.get()?;
+        let mut cmd = redis::cmd("SADD");
+        cmd.arg(self.campaigns_key()).arg(ids);
+        bounded(self.limit(), cmd.query_async::<()>(&mut con)).await
+    }
+
+    /// The running campaigns plus every campaign ever loaded, sorted, with their keys.
+    pub async fn known_campaigns(
+        &self,
+        running: Vec<String>,
+    ) -> Result<Vec<(String, CampaignKeys)>, StoreError> {
+        let mut con = self.conn.get()?;
+        let mut cmd = redis::cmd("SMEMBERS");
+        cmd.arg(self.campaigns_key());
+        let mut ids: Vec<String> = bounded(self.limit(), cmd.query_async(&mut con)).await?;
+        ids.extend(running);
+        ids.sort();
+        ids.dedup();
+        Ok(ids
+            .into_iter()
+            .map(|id| {
+                let keys = self.keys(&id);
+                (id, keys)
+            })
+            .collect())
+    }
+
     /// Sets or clears a campaign's shared pause switch.
     pub async fn set_paused(&self, keys: &CampaignKeys, paused: bool) -> Result<(), StoreError> {
         let mut con = self.conn.get()?;
