@@ -41,10 +41,7 @@ if status == 'pending_payment' then
     local ikey = base .. 'item:' .. sku
     redis.call('HINCRBY', ikey, 'pending', -qty)
     redis.call('HINCRBY', ikey, 'paid', qty)
-    local ukey = base .. 'user:' .. user
-    if redis.call('HGET', ukey, 'p:' .. sku) == id then
-      redis.call('HDEL', ukey, 'p:' .. sku)
-    end
+    drop_holder(base, ikey, sku, user, id)
     redis.call('ZREM', base .. 'deadlines', id)
     redis.call('HSET', okey, 'status', 'paid', 'payment_id', payment_id, 'paid_at', now)
     redis.call('PEXPIRE', okey, retain)

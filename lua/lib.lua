@@ -4,6 +4,8 @@
 -- touches exactly one Redis Cluster slot). `base` is "<prefix>:{<campaign>}:".
 --   <base>item:<sku>     hash  initial remaining pending paid expired cancelled adjusted refund_required
 --   <base>user:<user>    hash  held (units pending+paid), p:<sku> -> pending order id, i:<idem key> -> order id
+--   <base>holders:<sku> hash  user -> pending order id (who may retry after a sell-out);
+--                             item field `hv` counts its changes
 --   <base>order:<id>     hash  the ORDER_FIELDS below
 --   <base>deadlines      zset  pending order ids scored by pay_by (ms)
 --   <base>outbox         stream paid / refund_required events for the sink
@@ -34,6 +36,19 @@ local function ensure_item(ikey, initial)
   return 0
 end
 
+-- The user no longer holds pending order `id` of this item (closed or paid).
+local function drop_holder(base, ikey, sku, user, id)
+  local ukey = base .. 'user:' .. user
+  if redis.call('HGET', ukey, 'p:' .. sku) == id then
+    redis.call('HDEL', ukey, 'p:' .. sku)
+  end
+  local hkey = base .. 'holders:' .. sku
+  if redis.call('HGET', hkey, user) == id then
+    redis.call('HDEL', hkey, user)
+    redis.call('HINCRBY', ikey, 'hv', 1)
+  end
+end
+
 -- Moves a PENDING order to `to` ('expired' or 'cancelled'): its units go back on sale
 -- and the user's quota is freed. The caller has checked that the order is pending.
 local function close_pending(base, okey, to, now, retain_ms)
@@ -43,11 +58,8 @@ local function close_pending(base, okey, to, now, retain_ms)
   redis.call('HINCRBY', ikey, 'remaining', qty)
   redis.call('HINCRBY', ikey, 'pending', -qty)
   redis.call('HINCRBY', ikey, to, qty)
-  local ukey = base .. 'user:' .. user
-  redis.call('HINCRBY', ukey, 'held', -qty)
-  if redis.call('HGET', ukey, 'p:' .. sku) == id then
-    redis.call('HDEL', ukey, 'p:' .. sku)
-  end
+  redis.call('HINCRBY', base .. 'user:' .. user, 'held', -qty)
+  drop_holder(base, ikey, sku, user, id)
   redis.call('ZREM', base .. 'deadlines', id)
   redis.call('HSET', okey, 'status', to, 'closed_at', now)
   redis.call('PEXPIRE', okey, retain_ms)

@@ -72,6 +72,8 @@ redis.call('HINCRBY', ikey, 'remaining', -qty)
 redis.call('HINCRBY', ikey, 'pending', qty)
 redis.call('HINCRBY', ukey, 'held', qty)
 redis.call('HSET', ukey, 'p:' .. sku, id)
+redis.call('HSET', base .. 'holders:' .. sku, user, id)
+redis.call('HINCRBY', ikey, 'hv', 1)
 if idem ~= '' then
   redis.call('HSET', ukey, 'i:' .. idem, id)
 end

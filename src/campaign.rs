@@ -4,7 +4,7 @@
 //! Reads are lock-free in effect: the map is an `Arc` swapped whole on reload, and readers
 //! clone the `Arc` under a std `RwLock` held only for that clone (never across an await).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -18,6 +18,15 @@ use crate::stock::CampaignKeys;
 /// again: stock can come back through cancellation and expiry.
 pub const SOLD_OUT_RECHECK: Duration = Duration::from_millis(250);
 
+/// Who held a pending order of an item when it was last seen sold out: they may still
+/// retry for their order (200), so the local flag must not answer them.
+#[derive(Debug, Default)]
+pub struct Holders {
+    /// The item's `hv` counter when `users` was read; `None` before the first read.
+    pub version: Option<i64>,
+    pub users: HashSet<String>,
+}
+
 /// One item of a running campaign.
 #[derive(Debug)]
 pub struct ItemState {
@@ -30,6 +39,28 @@ pub struct ItemState {
     sold_out_until: AtomicU64,
     /// Last `remaining` read from Redis by the refresher; -1 before the first read.
     pub remaining: AtomicI64,
+    /// Snapshot taken when the flag was armed; read-locked only for a lookup, never across an await.
+    holders: RwLock<Arc<Holders>>,
+    /// One snapshot fetch at a time per item.
+    arming: AtomicBool,
+}
+
+impl ItemState {
+    pub fn holders_version(&self) -> Option<i64> {
+        self.holders
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .version
+    }
+
+    /// Claims the right to fetch a holders snapshot; false when a fetch is under way.
+    pub fn begin_arming(&self) -> bool {
+        !self.arming.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn end_arming(&self) {
+        self.arming.store(false, Ordering::Release);
+    }
 }
 
 /// One running campaign.
@@ -115,6 +146,8 @@ impl Registry {
                             remaining: AtomicI64::new(
                                 prev.map_or(-1, |p| p.remaining.load(Ordering::Relaxed)),
                             ),
+                            holders: RwLock::default(),
+                            arming: AtomicBool::new(false),
                         }
                     })
                     .collect();
@@ -163,12 +196,27 @@ impl Registry {
         self.inner.epoch.elapsed().as_millis() as u64
     }
 
-    /// True while a recent reserve said this item is sold out.
-    pub fn known_sold_out(&self, item: &ItemState) -> bool {
+    /// True while a recent reserve said this item is sold out and `user` held no pending
+    /// order of it then (a holder's retry must reach Redis to get its order back).
+    pub fn known_sold_out(&self, item: &ItemState, user: &str) -> bool {
         item.sold_out_until.load(Ordering::Relaxed) > self.now_ms()
+            && !item
+                .holders
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .users
+                .contains(user)
     }
 
-    pub fn mark_sold_out(&self, item: &ItemState) {
+    /// Arms the flag, with a fresh holders snapshot when the holders changed.
+    pub fn arm_sold_out(&self, item: &ItemState, fresh: Option<Holders>) {
+        if let Some(h) = fresh {
+            *item.holders.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(h);
+        }
+        self.mark_sold_out(item);
+    }
+
+    fn mark_sold_out(&self, item: &ItemState) {
         item.sold_out_until.store(
             self.now_ms() + SOLD_OUT_RECHECK.as_millis() as u64,
             Ordering::Relaxed,
@@ -216,9 +264,18 @@ mod tests {
         let r = Registry::new("fg", &[campaign()]);
         let c = r.get("c1").unwrap();
         let item = c.item("a").unwrap();
-        assert!(!r.known_sold_out(item));
-        r.mark_sold_out(item);
-        assert!(r.known_sold_out(item));
+        assert!(!r.known_sold_out(item, "u"));
+        let holders = Holders {
+            version: Some(1),
+            users: ["holder".to_string()].into(),
+        };
+        r.arm_sold_out(item, Some(holders));
+        assert!(r.known_sold_out(item, "u"));
+        assert!(
+            !r.known_sold_out(item, "holder"),
+            "a holder's retry goes to Redis"
+        );
+        assert_eq!(item.holders_version(), Some(1));
         c.paused.store(true, Ordering::Relaxed);
         r.replace(&[campaign()]);
         assert!(r.get("c1").unwrap().paused.load(Ordering::Relaxed));

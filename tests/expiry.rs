@@ -147,7 +147,6 @@ async fn expiry_returns_the_stock_and_the_user_may_buy_again() {
 /// sold-out flag (src/campaign.rs, 250 ms) answers 409 before Redis is asked, so the
 /// holder of the last unit is told the item is sold out instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: the local sold-out flag answers 409 sold-out to a user retrying for the pending order they hold (SPEC §4 says 200 with the existing order); fixing it is a design choice for the buy path"]
 async fn pending_holder_retry_after_a_sell_out_gets_the_existing_order() {
     const C: &str = "retry";
     let s = Setup::new(CampaignSpec::new(C).item(SKU, 1, PRICE)).await;

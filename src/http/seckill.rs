@@ -13,7 +13,9 @@ use time::OffsetDateTime;
 
 use super::problem::Problem;
 use super::{json, read_body, segment, App, Handled};
-use crate::campaign::Window;
+use std::sync::Arc;
+
+use crate::campaign::{CampaignState, ItemState, Window};
 use crate::stock::{order::rfc3339_ms, ReserveOutcome, ReserveRequest};
 
 /// Longest `Idempotency-Key` accepted.
@@ -118,7 +120,7 @@ pub async fn buy(app: &App, req: Request<Incoming>, peer: IpAddr) -> Handled {
     };
     // A retry that names its Idempotency-Key goes to Redis even after a sell-out: its
     // earlier attempt may have reserved (a timeout leaves the outcome unknown).
-    if idem.is_none() && app.registry.known_sold_out(item) {
+    if idem.is_none() && app.registry.known_sold_out(item, &user) {
         return Problem::sold_out().into();
     }
     let request = ReserveRequest {
@@ -148,7 +150,7 @@ pub async fn buy(app: &App, req: Request<Incoming>, peer: IpAddr) -> Handled {
         Ok(ReserveOutcome::Existing(order)) => Handled::ok(json(StatusCode::OK, order.to_json())),
         Ok(ReserveOutcome::SoldOut { remaining }) => {
             if remaining <= 0 {
-                app.registry.mark_sold_out(item);
+                arm_sold_out(app, &c, item);
             }
             Problem::sold_out().into()
         }
@@ -169,6 +171,31 @@ pub async fn buy(app: &App, req: Request<Incoming>, peer: IpAddr) -> Handled {
             Problem::from(e).into()
         }
     }
+}
+
+/// Arms the local sold-out flag in the background, once the holders snapshot is fresh
+/// (until then requests keep going to Redis, which is always right).
+fn arm_sold_out(app: &App, c: &Arc<CampaignState>, item: &ItemState) {
+    if !item.begin_arming() {
+        return;
+    }
+    let (store, registry, c, sku) = (
+        app.store.clone(),
+        app.registry.clone(),
+        c.clone(),
+        item.sku.clone(),
+    );
+    tokio::spawn(async move {
+        let Some(item) = c.item(&sku) else { return };
+        match store
+            .holders(&c.keys, &item.key, &sku, item.holders_version())
+            .await
+        {
+            Ok(fresh) => registry.arm_sold_out(item, fresh),
+            Err(e) => tracing::debug!(error = %e, sku, "sold-out flag not armed"),
+        }
+        item.end_arming();
+    });
 }
 
 /// `GET /seckill/campaigns/{id}`: window, server time and per-item `remaining`

@@ -67,6 +67,9 @@ impl CampaignKeys {
     pub fn user(&self, user: &str) -> String {
         format!("{}user:{user}", self.base)
     }
+    pub fn holders(&self, sku: &str) -> String {
+        format!("{}holders:{sku}", self.base)
+    }
     pub fn order(&self, id: &str) -> String {
         format!("{}order:{id}", self.base)
     }
@@ -428,6 +431,33 @@ impl Store {
                 (id, keys)
             })
             .collect())
+    }
+
+    /// The users holding a pending order of an item, unless its holder version is still
+    /// `known` (then `None`: the caller's snapshot is current).
+    pub async fn holders(
+        &self,
+        keys: &CampaignKeys,
+        item_key: &str,
+        sku: &str,
+        known: Option<i64>,
+    ) -> Result<Option<crate::campaign::Holders>, StoreError> {
+        let mut con = self.conn.get()?;
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(item_key).arg("hv");
+        let version: i64 = bounded(self.limit(), cmd.query_async::<Option<i64>>(&mut con))
+            .await?
+            .unwrap_or(0);
+        if known == Some(version) {
+            return Ok(None);
+        }
+        let mut cmd = redis::cmd("HKEYS");
+        cmd.arg(keys.holders(sku));
+        let users: Vec<String> = bounded(self.limit(), cmd.query_async(&mut con)).await?;
+        Ok(Some(crate::campaign::Holders {
+            version: Some(version),
+            users: users.into_iter().collect(),
+        }))
     }
 
     /// Sets or clears a campaign's shared pause switch.
