@@ -130,10 +130,21 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo >&2; log "interrupted"; exit 130' INT TERM
 
-started() { PIDS+=("$1"); NAMES+=("$2"); }
+# spawn <name> <log> <command...>: starts a server in its own session (setsid), so Ctrl-C
+# reaches only this script and k6 and the servers are stopped in order by cleanup. The
+# pid comes from a pid file written just before exec: right even where setsid forks.
+spawn() {
+  local name=$1 out=$2
+  shift 2
+  rm -f "$VAR/$name.pid"
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$VAR/$name.pid" "$@" >"$out" 2>&1 &
+  local i
+  for i in $(seq 1 50); do [ -s "$VAR/$name.pid" ] && break; sleep 0.1; done
+  [ -s "$VAR/$name.pid" ] || die "$name did not start"
+  PIDS+=("$(cat "$VAR/$name.pid")")
+  NAMES+=("$name")
+}
 
-# The servers run in their own sessions (setsid): Ctrl-C reaches only this script and k6,
-# and the servers are stopped in order by cleanup, not all at once by the terminal.
 # k6 catches SIGINT itself and exits 105 (external abort): that is an interrupt too.
 k6_interrupted() { [ "$1" -eq 105 ] && { echo >&2; log "interrupted"; exit 130; }; return 0; }
 
@@ -164,16 +175,14 @@ rm -rf "$VAR"
 mkdir -p "$VAR/redis" "$VAR/campaigns"
 
 log "starting Redis on 127.0.0.1:$REDIS_PORT (AOF in var/demo/redis)"
-setsid redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$VAR/redis" \
+spawn redis "$VAR/redis.out" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$VAR/redis" \
   --appendonly yes --appendfsync always --save "" \
-  --logfile "$VAR/redis.log" --daemonize no &
-started $! redis
+  --logfile "$VAR/redis.log" --daemonize no
 need "Redis" 10 redis-cli -p "$REDIS_PORT" ping
 
 log "starting the demo store on 127.0.0.1:$STORE_PORT (orders -> var/demo/orders.jsonl)"
-setsid "$BIN/demo_store" --listen "127.0.0.1:$STORE_PORT" --orders "$VAR/orders.jsonl" \
-  >"$VAR/store.log" 2>&1 &
-started $! demo_store
+spawn demo_store "$VAR/store.log" \
+  "$BIN/demo_store" --listen "127.0.0.1:$STORE_PORT" --orders "$VAR/orders.jsonl"
 need "the demo store" 10 curl -fsS "http://127.0.0.1:$STORE_PORT/"
 
 # The load-test gateway config on the demo's ports; its campaigns dir is var/demo/campaigns.
@@ -195,8 +204,8 @@ sed -e "s#^starts_at *=.*#starts_at = $starts_at#" \
   { cat "$VAR/check.txt" >&2; die "the demo configuration does not load"; }
 
 log "starting the gateway: public $BASE_URL, admin $ADMIN_URL; sale opens at $starts_at"
-NO_COLOR=1 RUST_LOG=${RUST_LOG:-info} setsid "$BIN/flashgate" serve --config "$VAR/gateway.toml" >"$VAR/gateway.log" 2>&1 &
-started $! flashgate
+NO_COLOR=1 RUST_LOG=${RUST_LOG:-info} spawn flashgate "$VAR/gateway.log" \
+  "$BIN/flashgate" serve --config "$VAR/gateway.toml"
 need "the gateway" 20 curl -fsS "$ADMIN_URL/readyz"
 admin() { curl -fsS -H "Authorization: Bearer $FLASHGATE_ADMIN_TOKEN" "$ADMIN_URL$1"; }
 stock_loaded() { admin /admin/campaigns | python3 -c '
