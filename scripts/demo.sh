@@ -25,6 +25,8 @@
 #   DEMO_START_IN           seconds from now to the campaign start    (5)
 #   DEMO_REDIS_PORT DEMO_STORE_PORT DEMO_PUBLIC_PORT DEMO_ADMIN_PORT  (6390 13000 18080 19090)
 #   DEMO_SKIP_BUILD=1       use the binaries in target/release as they are
+#
+# shellcheck disable=SC2317  # cleanup and the poll functions are called indirectly
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -137,6 +139,7 @@ spawn() {
   local name=$1 out=$2
   shift 2
   rm -f "$VAR/$name.pid"
+  # shellcheck disable=SC2016  # $$, $0 and $@ belong to the inner shell
   setsid bash -c 'echo $$ >"$0"; exec "$@"' "$VAR/$name.pid" "$@" >"$out" 2>&1 &
   local i
   for i in $(seq 1 50); do [ -s "$VAR/$name.pid" ] && break; sleep 0.1; done
