@@ -1,9 +1,14 @@
-.PHONY: test demo
+.PHONY: test demo demo-smoke
 
 # fmt, clippy -D warnings, all tests (installs redis-server and PostgreSQL if missing)
 test:
 	./scripts/test.sh
 
-# run the gateway with the example config against a local store (scripts/demo.sh)
+# the whole flash sale in one command: Redis, demo store, gateway, a k6 flash crowd of
+# 2000 users, payments, expiry, and a checked summary (scripts/demo.sh)
 demo:
 	./scripts/demo.sh
+
+# the same, short (300 users, 4 s payment window): a smoke test CI may run
+demo-smoke:
+	DEMO_SMOKE=1 ./scripts/demo.sh
