@@ -229,6 +229,11 @@ impl Consumer {
                     .with_label_values(&[self.sink.name(), "retry"])
                     .inc();
                 tracing::warn!(order_id = %entry.order.order_id, attempt, error = %e, "sink delivery failed; will retry");
+                // Only a hint for the dead-letter record; entries finished by another
+                // instance never come back here, so keep the map bounded.
+                if last_error.len() >= 10_000 {
+                    last_error.clear();
+                }
                 last_error.insert(entry.id.clone(), e.to_string());
             }
         }
