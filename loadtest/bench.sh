@@ -11,7 +11,8 @@
 #      loads it) by EVALSHA at the same concurrency, without and with pipelining (the
 #      Redis ceiling for our script); user and order ids vary per request (__rand_int__)
 #   e. the proxy path (GET /products/<n> through the gateway to demo_store) vs demo_store
-#   +  p50/p99 of the reserve path at about half of c's rate (k6 constant-arrival-rate)
+#   +  p50/p99 of the reserve path at about half of c's rate: k6 constant-arrival-rate
+#      (open model, but k6 is CPU-heavy) and wrk paced with delay() (light, closed-loop)
 #   f. gateway RSS after 1,000,000 distinct users/IPs passed the limiters (a fresh
 #      gateway; VmRSS/VmHWM right after and after the limiter GC, which runs every 10 s)
 #
@@ -28,7 +29,7 @@
 #   BENCH_DISTINCT      distinct users/IPs for the memory test           (1000000)
 #   BENCH_RATE_SHARE    share of c's peak rate for the latency run       (0.5)
 #   BENCH_OUT           report file                                      (BENCHMARKS.md)
-#   BENCH_SKIP_BUILD=1  use the binaries in target/release as they are
+#   BENCH_SKIP_BUILD=1  use the binaries in target/release (or BENCH_BIN) as they are
 #   BENCH_ONLY          space-separated subset of: a b c d e lat f (default: all)
 #   BENCH_REDIS_PORT BENCH_STORE_PORT BENCH_PUBLIC_PORT BENCH_ADMIN_PORT BENCH_CEILING_PORT
 #                       (6490 13100 18180 19190 18490: away from the demo's)
@@ -55,7 +56,7 @@ CEILING_PORT=${BENCH_CEILING_PORT:-18490}
 
 VAR=$ROOT/var/bench
 RES=$VAR/results
-BIN=$ROOT/target/release
+BIN=${BENCH_BIN:-$ROOT/target/release}
 GW=http://127.0.0.1:$PUBLIC_PORT
 ADMIN=http://127.0.0.1:$ADMIN_PORT
 
@@ -134,12 +135,31 @@ rm -rf "$VAR"
 mkdir -p "$VAR/redis" "$VAR/campaigns" "$RES"
 : >"$RES/commands.txt"
 
-# run_cmd <name> <command...>: runs and records a measurement command; output in $RES/<name>.out
+# CPU seconds (user + system) a process has used so far.
+TCK=$(getconf CLK_TCK)
+cpu_s() { awk -v t="$TCK" '{print ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# run_cmd <name> <command...>: runs and records a measurement command; output in
+# $RES/<name>.out, and in $RES/<name>.cpu the cores each process used meanwhile (the
+# client's from getrusage, each running server's from /proc/<pid>/stat).
 run_cmd() {
-  local name=$1
+  local name=$1 i
   shift
   printf '%s\t%s\n' "$name" "$*" >>"$RES/commands.txt"
-  "$@" >"$RES/$name.out" 2>&1 || { cat "$RES/$name.out" >&2; die "$name failed"; }
+  local before=()
+  for i in "${!PIDS[@]}"; do before[i]=$(cpu_s "${PIDS[i]}"); done
+  local t0=$SECONDS
+  python3 -c 'import resource, subprocess, sys, time
+t = time.monotonic()
+rc = subprocess.call(sys.argv[2:], stdout=open(sys.argv[1], "w"), stderr=subprocess.STDOUT)
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(f"wall_s={time.monotonic() - t:.3f}\nclient_cpu_s={ru.ru_utime + ru.ru_stime:.3f}")
+sys.exit(rc)' "$RES/$name.out" "$@" >"$RES/$name.cpu" || { cat "$RES/$name.out" >&2; die "$name failed"; }
+  for i in "${!PIDS[@]}"; do
+    kill -0 "${PIDS[i]}" 2>/dev/null || continue
+    echo "${NAMES[i]}_cpu_s=$(python3 -c "print(round($(cpu_s "${PIDS[i]}") - ${before[i]}, 3))")"
+  done >>"$RES/$name.cpu"
+  : "$t0"
   grep -h '^flashgate-\|^"' "$RES/$name.out" | tail -1 >&2 || true
 }
 
@@ -255,6 +275,9 @@ for l in open(sys.argv[1]):
   run_cmd lat_reserve k6 run --quiet --no-usage-report -e "BASE_URL=$GW" -e "RATE=$rate" \
     -e "DURATION=$DURATION" -e "VUS=$CONNS" -e "SUMMARY_FILE=$RES/lat_reserve.json" \
     loadtest/k6/reserve_rate.js
+  log "latency: wrk paced to $rate req/s (loadtest/wrk/reserve_paced.lua)"
+  run_cmd lat_wrk env RATE="$rate" CONNS="$CONNS" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" \
+    -s loadtest/wrk/reserve_paced.lua "$GW"
 fi
 
 # === e. the proxy path ===
@@ -288,8 +311,27 @@ if want f; then
   done) >"$RES/f_samples.txt" 2>/dev/null &
   sampler=$!
   started=$(date +%s.%N)
+  # distinct.lua stops each wrk thread at its share, but wrk's main thread sleeps for
+  # -d: stop it (SIGINT, wrk then reports) once the gateway has answered them all.
+  buys() { curl -fsS "$ADMIN/metrics" | awk '/^flashgate_requests_total/ && /route="buy"/ {s += $2} END {print s + 0}'; }
+  base=$(buys)
+  (
+    while kill -0 "$pid" 2>/dev/null; do
+      sleep 0.2
+      [ "$(($(buys) - base))" -ge "$DISTINCT" ] || continue
+      sleep 0.3
+      for w in $(pgrep -x wrk 2>/dev/null); do
+        # only the wrk of this run: its command line names distinct.lua and our port
+        tr '\0' ' ' <"/proc/$w/cmdline" 2>/dev/null | grep -q "distinct.lua $GW" && kill -INT "$w"
+      done
+      break
+    done
+  ) &
+  stopper=$!
   run_cmd f_distinct env REQUESTS="$DISTINCT" THREADS="$THREADS" wrk -t"$THREADS" -c"$CONNS" -d600s \
     -s loadtest/wrk/distinct.lua "$GW"
+  kill "$stopper" 2>/dev/null || true
+  wait "$stopper" 2>/dev/null || true
   ended=$(date +%s.%N)
   {
     echo "drive_seconds=$(python3 -c "print(round($ended - $started, 1))")"
