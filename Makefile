@@ -1,4 +1,4 @@
-.PHONY: test demo demo-smoke
+.PHONY: test demo demo-smoke bench
 
 # fmt, clippy -D warnings, all tests (installs redis-server and PostgreSQL if missing)
 test:
@@ -12,3 +12,8 @@ demo:
 # the same, short (300 users, 4 s payment window): a smoke test CI may run
 demo-smoke:
 	DEMO_SMOKE=1 ./scripts/demo.sh
+
+# the benchmark against this machine's ceilings (HTTP, Redis); writes BENCHMARKS.md
+# (loadtest/bench.sh). Takes about 3 minutes; not for CI.
+bench:
+	./loadtest/bench.sh

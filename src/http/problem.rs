@@ -1,5 +1,7 @@
 //! The ONE place that maps domain errors to an HTTP status and RFC 9457 problem+json.
 
+use std::io::Write as _;
+
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
@@ -54,14 +56,33 @@ impl Problem {
         )
     }
 
+    /// The problem+json body: `{"detail":..,"status":..,"title":..,"type":"urn:flashgate:problem:<slug>"}`
+    /// (members in this order, as a `serde_json::Value` map would write them), written
+    /// into one buffer: this is every refused request's answer (a sold-out 409 above all),
+    /// so it builds no intermediate map or strings.
+    fn body(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(96 + self.detail.len() + self.title.len() + self.slug.len());
+        b.extend_from_slice(br#"{"detail":"#);
+        // Writing a &str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut b, self.detail.as_str());
+        b.extend_from_slice(br#","status":"#);
+        let _ = write!(b, "{}", self.status.as_u16());
+        b.extend_from_slice(br#","title":"#);
+        let _ = serde_json::to_writer(&mut b, self.title);
+        // Slugs are this file's constants: lowercase letters, digits and hyphens, which
+        // JSON needs no escape for.
+        debug_assert!(self
+            .slug
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'));
+        b.extend_from_slice(br#","type":"urn:flashgate:problem:"#);
+        b.extend_from_slice(self.slug.as_bytes());
+        b.extend_from_slice(br#""}"#);
+        b
+    }
+
     pub fn into_response(self) -> Response<ResBody> {
-        let body = serde_json::json!({
-            "type": format!("urn:flashgate:problem:{}", self.slug),
-            "title": self.title,
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
-        let mut res = Response::new(full(Bytes::from(body.to_string())));
+        let mut res = Response::new(full(Bytes::from(self.body())));
         *res.status_mut() = self.status;
         res.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -211,5 +232,30 @@ impl From<crate::stock::StoreError> for Problem {
     fn from(e: crate::stock::StoreError) -> Self {
         tracing::warn!(error = %e, "redis call failed; failing closed");
         Problem::unavailable("order storage is unavailable; retry shortly")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-written body is byte for byte what a `serde_json::Value` map writes.
+    #[test]
+    fn body_matches_serde_json() {
+        for p in [
+            Problem::sold_out(),
+            Problem::method_not_allowed(),
+            Problem::rate_limited(3),
+            Problem::bad_request("a \"quoted\" \\ detail\nwith ünïcode and \u{1}"),
+        ] {
+            let expected = serde_json::json!({
+                "type": format!("urn:flashgate:problem:{}", p.slug),
+                "title": p.title,
+                "status": p.status.as_u16(),
+                "detail": p.detail,
+            })
+            .to_string();
+            assert_eq!(String::from_utf8(p.body()).unwrap(), expected);
+        }
     }
 }
