@@ -11,11 +11,14 @@
 -- ARGV[7]  new order id (used only if a pre-order is created)
 -- ARGV[8]  payment window (ms)                 ARGV[9]  amount_cents (price * qty)
 -- ARGV[10] Idempotency-Key, or ""              ARGV[11] initial stock (loaded only if absent)
+-- ARGV[12] the caller's holders version (`hv`) of this item, or "" (see sold_out below)
 -- Returns one of:
 --   {"reserved", ORDER_FIELDS...}   a new pre-order
 --   {"existing", ORDER_FIELDS...}   the same Idempotency-Key, or the user's pending order for this item
 --   {"idem_mismatch"}               the Idempotency-Key was used for another item
---   {"sold_out", remaining}
+--   {"sold_out", remaining, hv}                      the caller's holders snapshot is current
+--   {"sold_out", remaining, hv, "holders", user...}  users holding a pending order of the item
+--   {"sold_out", remaining, hv, "many"}              too many to send; fetch them separately
 --   {"limit", held}
 --   {"paused"}                      the campaign is paused (checked here so every instance
 --                                   obeys at once, not only after its next refresh)
@@ -55,9 +58,23 @@ if pending then
   end
 end
 
+local MAX_HOLDERS_INLINE = 5000
 local remaining = tonumber(redis.call('HGET', ikey, 'remaining'))
 if remaining < qty then
-  return {'sold_out', remaining}
+  local hv = redis.call('HGET', ikey, 'hv') or '0'
+  local r = {'sold_out', remaining, hv}
+  if remaining <= 0 and hv ~= ARGV[12] then
+    local hkey = base .. 'holders:' .. sku
+    if redis.call('HLEN', hkey) > MAX_HOLDERS_INLINE then
+      r[4] = 'many'
+    else
+      r[4] = 'holders'
+      for _, u in ipairs(redis.call('HKEYS', hkey)) do
+        r[#r + 1] = u
+      end
+    end
+  end
+  return r
 end
 local held = tonumber(redis.call('HGET', ukey, 'held') or '0')
 if held + qty > limit then

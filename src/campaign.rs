@@ -20,7 +20,7 @@ pub const SOLD_OUT_RECHECK: Duration = Duration::from_millis(250);
 
 /// Who held a pending order of an item when it was last seen sold out: they may still
 /// retry for their order (200), so the local flag must not answer them.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Holders {
     /// The item's `hv` counter when `users` was read; `None` before the first read.
     pub version: Option<i64>,

@@ -127,11 +127,15 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let (shutdown, rx) = watch::channel(false);
     // Connect before serving when Redis is there (no 503s at boot); when it is not, serve
     // anyway (failing closed) and keep trying in the background.
-    if !store.conn().try_connect().await {
+    let connected = store.conn().try_connect().await;
+    if !connected {
         store.conn().connect_in_background();
+    } else if app.store.ready().await.is_ok() && http::admin::load_stock(&app).await.is_ok() {
+        app.stock_loaded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
     let background = vec![
-        tokio::spawn(bootstrap(app.clone(), rx.clone())),
+        tokio::spawn(bootstrap(app.clone(), rx.clone())), // returns at once when start() loaded stock
         tokio::spawn(refresh(app.clone(), rx.clone())),
         tokio::spawn(sweeper::run(
             store.clone(),
@@ -264,6 +268,9 @@ async fn accept(
 /// Once Redis answers: load scripts and the campaigns' stock (only where absent).
 async fn bootstrap(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     loop {
+        if app.stock_loaded.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         if app.store.ready().await.is_ok() && http::admin::load_stock(&app).await.is_ok() {
             app.stock_loaded
                 .store(true, std::sync::atomic::Ordering::Relaxed);

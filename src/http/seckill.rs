@@ -16,7 +16,7 @@ use super::{json, read_body, segment, App, Handled};
 use std::sync::Arc;
 
 use crate::campaign::{CampaignState, ItemState, Window};
-use crate::stock::{order::rfc3339_ms, ReserveOutcome, ReserveRequest};
+use crate::stock::{order::rfc3339_ms, HoldersUpdate, ReserveOutcome, ReserveRequest};
 
 /// Longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 128;
@@ -135,6 +135,7 @@ pub async fn buy(app: &App, req: Request<Incoming>, peer: IpAddr) -> Handled {
         amount_cents: item.price_cents * qty as u64,
         idempotency_key: idem,
         initial_stock: item.stock,
+        holders_version: item.holders_version(),
     };
     match app.store.reserve(&request).await {
         Ok(ReserveOutcome::Reserved(order)) => {
@@ -148,9 +149,13 @@ pub async fn buy(app: &App, req: Request<Incoming>, peer: IpAddr) -> Handled {
             Handled::ok(res)
         }
         Ok(ReserveOutcome::Existing(order)) => Handled::ok(json(StatusCode::OK, order.to_json())),
-        Ok(ReserveOutcome::SoldOut { remaining }) => {
+        Ok(ReserveOutcome::SoldOut { remaining, holders }) => {
             if remaining <= 0 {
-                arm_sold_out(app, &c, item);
+                match holders {
+                    HoldersUpdate::Unchanged => app.registry.arm_sold_out(item, None),
+                    HoldersUpdate::Fresh(h) => app.registry.arm_sold_out(item, Some(h)),
+                    HoldersUpdate::TooMany => arm_sold_out_later(app, &c, item),
+                }
             }
             Problem::sold_out().into()
         }
@@ -173,9 +178,9 @@ pub async fn buy(app: &App, req: Request<Incoming>, peer: IpAddr) -> Handled {
     }
 }
 
-/// Arms the local sold-out flag in the background, once the holders snapshot is fresh
-/// (until then requests keep going to Redis, which is always right).
-fn arm_sold_out(app: &App, c: &Arc<CampaignState>, item: &ItemState) {
+/// Arms the local sold-out flag in the background, once a holders list too long to come
+/// inline is fetched (until then requests keep going to Redis, which is always right).
+fn arm_sold_out_later(app: &App, c: &Arc<CampaignState>, item: &ItemState) {
     if !item.begin_arming() {
         return;
     }

@@ -89,14 +89,31 @@ pub struct ReserveRequest<'a> {
     pub amount_cents: u64,
     pub idempotency_key: Option<&'a str>,
     pub initial_stock: u64,
+    /// The caller's holders snapshot version of this item (see `HoldersUpdate`).
+    pub holders_version: Option<i64>,
+}
+
+/// What a sold-out reply says about the users holding a pending order of the item.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HoldersUpdate {
+    /// The caller's snapshot is current (or the item is not wholly sold out).
+    Unchanged,
+    Fresh(crate::campaign::Holders),
+    /// Too many to send inline: fetch them with `Store::holders`.
+    TooMany,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReserveOutcome {
     Reserved(Order),
     Existing(Order),
-    SoldOut { remaining: i64 },
-    LimitReached { held: i64 },
+    SoldOut {
+        remaining: i64,
+        holders: HoldersUpdate,
+    },
+    LimitReached {
+        held: i64,
+    },
     IdempotencyKeyReused,
     Paused,
 }
@@ -160,6 +177,18 @@ fn order_in(r: &Reply) -> Result<Order, StoreError> {
         .ok_or_else(|| StoreError::Protocol(format!("bad order fields: {r:?}")))
 }
 
+/// The holders part of a sold-out reply: `sold_out, remaining, hv [, "holders", users… | "many"]`.
+fn holders_in(r: &Reply) -> HoldersUpdate {
+    match r.get(3).and_then(|v| v.as_deref()) {
+        Some("holders") => HoldersUpdate::Fresh(crate::campaign::Holders {
+            version: Some(int_at(r, 2)),
+            users: r[4..].iter().flatten().cloned().collect(),
+        }),
+        Some("many") => HoldersUpdate::TooMany,
+        _ => HoldersUpdate::Unchanged,
+    }
+}
+
 fn int_at(r: &Reply, i: usize) -> i64 {
     r.get(i)
         .and_then(|v| v.as_deref())
@@ -215,13 +244,15 @@ impl Store {
             .arg(r.payment_window.as_millis() as u64)
             .arg(r.amount_cents);
         inv.arg(r.idempotency_key.unwrap_or(""))
-            .arg(r.initial_stock);
+            .arg(r.initial_stock)
+            .arg(r.holders_version.map_or(String::new(), |v| v.to_string()));
         let reply: Reply = self.run(inv, con).await?;
         Ok(match tag(&reply) {
             "reserved" => ReserveOutcome::Reserved(order_in(&reply)?),
             "existing" => ReserveOutcome::Existing(order_in(&reply)?),
             "sold_out" => ReserveOutcome::SoldOut {
                 remaining: int_at(&reply, 1),
+                holders: holders_in(&reply),
             },
             "limit" => ReserveOutcome::LimitReached {
                 held: int_at(&reply, 1),
