@@ -33,6 +33,8 @@ have_postgres() {
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# redis-cli joins the throwaway Redis Cluster of tests/cluster.rs:
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 have_postgres || missing+=(postgresql)
 # The browser test of the admin status page (tests/status_page.rs):
 [ -x /usr/lib/chromium/chromium ] || command -v chromium >/dev/null 2>&1 || missing+=(chromium)

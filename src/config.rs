@@ -507,6 +507,19 @@ impl Config {
                 "field `redis.key_prefix`: must be non-empty, without braces".into(),
             ));
         }
+        for (field, url) in std::iter::once(("redis.url", &g.redis.url)).chain(
+            g.redis
+                .cluster_urls
+                .iter()
+                .map(|u| ("redis.cluster_urls", u)),
+        ) {
+            if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+                return Err(err(
+                    find_key(&src, field),
+                    format!("field `{field}`: invalid Redis URL {url:?}: {e}"),
+                ));
+            }
+        }
         if g.orders.max_attempts == 0 {
             return Err(err(
                 find_key(&src, "orders.max_attempts"),

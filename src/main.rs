@@ -68,7 +68,11 @@ fn summary(cfg: &Config) -> std::io::Result<()> {
         "  public {}  admin {}  redis {}  upstream {}  sink {:?}",
         cfg.server.listen,
         cfg.server.admin_listen,
-        cfg.redis.url,
+        if cfg.redis.cluster_urls.is_empty() {
+            cfg.redis.url.clone()
+        } else {
+            format!("cluster {}", cfg.redis.cluster_urls.join(","))
+        },
         cfg.upstream.url,
         cfg.orders.sink
     )?;

@@ -92,11 +92,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         source,
     })?;
 
-    let store = Store::new(
-        &cfg.redis.url,
-        &cfg.redis.key_prefix,
-        cfg.redis.command_timeout.0,
-    )?;
+    let store = Store::new(&cfg.redis)?;
     let metrics = Metrics::new();
     let registry = Registry::new(&cfg.redis.key_prefix, &cfg.campaigns);
     let limiters = Limiters::new(&cfg.limits);
@@ -297,17 +293,10 @@ async fn refresh(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
             continue;
         }
         let snapshot = app.registry.snapshot();
-        let campaigns: Vec<_> = snapshot.values().collect();
-        if let Ok(flags) = app
-            .store
-            .paused(&campaigns.iter().map(|c| &c.keys).collect::<Vec<_>>())
-            .await
-        {
-            for (c, paused) in campaigns.iter().zip(flags) {
+        for c in snapshot.values() {
+            if let Ok(paused) = app.store.paused(&c.keys).await {
                 c.paused.store(paused, std::sync::atomic::Ordering::Relaxed);
             }
-        }
-        for c in campaigns {
             let keys: Vec<String> = c.items.iter().map(|i| i.key.clone()).collect();
             if let Ok(stats) = app.store.item_stats(&keys).await {
                 for (i, s) in c.items.iter().zip(stats) {

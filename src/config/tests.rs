@@ -671,3 +671,35 @@ fn line_col_counts_characters() {
     assert_eq!(line_col(src, src.find("2").unwrap()), (3, 5));
     assert_eq!(line_col("# é x", "# é ".len()), (1, 5));
 }
+
+#[test]
+fn bad_redis_url_points_at_it() {
+    let gw = GATEWAY.replace("redis://127.0.0.1:6379/0", "http://127.0.0.1:6379");
+    let (fx, err) = gateway_err(&gw);
+    let at = pos_of(&gw, "url = \"http://127.0.0.1:6379");
+    assert_error(&err, &fx.gateway(), at, "redis.url");
+}
+
+#[test]
+fn bad_cluster_url_points_at_the_list() {
+    let gw = GATEWAY.replace(
+        "url = \"redis://127.0.0.1:6379/0\"",
+        "url = \"redis://127.0.0.1:6379/0\"\ncluster_urls = [\"redis://127.0.0.1:7000\", \"tcp://x\"]",
+    );
+    let (fx, err) = gateway_err(&gw);
+    let at = pos_of(&gw, "cluster_urls");
+    assert_error(&err, &fx.gateway(), at, "redis.cluster_urls");
+    assert!(err.message.contains("tcp://x"), "{err}");
+}
+
+#[test]
+fn cluster_urls_load() {
+    let gw = GATEWAY.replace(
+        "url = \"redis://127.0.0.1:6379/0\"",
+        "cluster_urls = [\"redis://10.0.0.1:7000\", \"redis://10.0.0.2:7000\"]",
+    );
+    let c = Fixture::new(&gw, &[("sale.toml", CAMPAIGN)])
+        .load()
+        .expect("loads");
+    assert_eq!(c.redis.cluster_urls.len(), 2);
+}

@@ -14,7 +14,6 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 
 use crate::campaign::Registry;
@@ -22,6 +21,7 @@ use crate::config::OrdersConfig;
 use crate::metrics::Metrics;
 use crate::sink::Sink;
 use crate::stock::outbox::{self, Entry};
+use crate::stock::Conn;
 use crate::stock::{CampaignKeys, Store, StoreError};
 
 /// Entries read per call.
@@ -107,31 +107,27 @@ impl Consumer {
     /// One pass over every campaign's outbox; returns how many entries it handled.
     async fn round(
         &self,
-        con: &mut ConnectionManager,
+        con: &mut Conn,
         grouped: &mut Vec<String>,
         last_error: &mut HashMap<String, String>,
     ) -> Result<usize, StoreError> {
         let campaigns = self.store.known_campaigns(self.registry.ids()).await?;
-        let mut streams = Vec::with_capacity(campaigns.len());
+        let mut handled = 0;
+        // One stream per read: each campaign's stream lives in its own cluster slot.
         for (_, keys) in &campaigns {
             if !grouped.contains(&keys.outbox) {
                 self.store.ensure_group(con, keys).await?;
                 grouped.push(keys.outbox.clone());
             }
-            streams.push(keys.outbox.clone());
-        }
-        let mut handled = 0;
-        for (stream, e) in self
-            .store
-            .read_new(con, &streams, &self.name, BATCH)
-            .await?
-        {
-            if let Some((_, keys)) = campaigns.iter().find(|(_, k)| k.outbox == stream) {
-                self.handle(con, keys, &stream, &e, 1, last_error).await?;
+            for e in self
+                .store
+                .read_new(con, &keys.outbox, &self.name, BATCH)
+                .await?
+            {
+                self.handle(con, keys, &keys.outbox, &e, 1, last_error)
+                    .await?;
                 handled += 1;
             }
-        }
-        for (_, keys) in &campaigns {
             handled += self.retry(con, keys, last_error).await?;
         }
         Ok(handled)
@@ -140,7 +136,7 @@ impl Consumer {
     /// Retries this consumer's due failures and reclaims entries of dead consumers.
     async fn retry(
         &self,
-        con: &mut ConnectionManager,
+        con: &mut Conn,
         keys: &CampaignKeys,
         last_error: &mut HashMap<String, String>,
     ) -> Result<usize, StoreError> {
@@ -192,7 +188,7 @@ impl Consumer {
 
     async fn handle(
         &self,
-        con: &mut ConnectionManager,
+        con: &mut Conn,
         keys: &CampaignKeys,
         stream: &str,
         raw: &redis::streams::StreamId,

@@ -1,17 +1,73 @@
 //! The gateway's Redis connection: one multiplexed connection that pipelines concurrent
 //! requests, reconnects by itself, and never blocks a caller while Redis is away.
 //!
+//! Either a single Redis (`redis.url`, through redis-rs' `ConnectionManager`) or a Redis
+//! Cluster (`redis.cluster_urls`, through `cluster_async::ClusterConnection`, which routes
+//! each command by its key's slot and follows MOVED/ASK). Both sit behind [`Conn`], so no
+//! caller knows which one it talks to; every script and pipeline touches one campaign's
+//! keys only, which share a hash tag and so one slot.
+//!
 //! The first connection is made by a background task so the gateway starts (and answers
-//! 503) even when Redis is down at boot; after that, redis-rs' `ConnectionManager`
-//! reconnects on the next command after an I/O error.
+//! 503) even when Redis is down at boot; after that, the connection reconnects by itself
+//! on the next command after an I/O error.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 use tokio::sync::OnceCell;
 
 use super::StoreError;
+
+/// A cheap-to-clone handle on the shared (or a dedicated) Redis connection.
+#[derive(Clone)]
+pub enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+enum Client {
+    Single(redis::Client),
+    /// One client per response timeout: the hot path's, and the longer one of dedicated
+    /// connections (the cluster builder fixes the timeout per client).
+    Cluster(Box<ClusterClients>),
+}
+
+struct ClusterClients {
+    shared: ClusterClient,
+    dedicated: ClusterClient,
+}
 
 #[derive(Clone)]
 pub struct RedisConn {
@@ -19,20 +75,44 @@ pub struct RedisConn {
 }
 
 struct Inner {
-    client: redis::Client,
+    client: Client,
     timeout: Duration,
-    /// Set once, by `connect_in_background`; `ConnectionManager` handles reconnects after.
-    manager: OnceCell<ConnectionManager>,
+    /// Set once, by `try_connect`; the connection handles reconnects after.
+    shared: OnceCell<Conn>,
 }
 
 impl RedisConn {
-    pub fn new(url: &str, timeout: Duration) -> Result<RedisConn, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError::Config(e.to_string()))?;
+    /// A single Redis at `url`, or a cluster reached through any of `cluster_urls` (when
+    /// that list is not empty).
+    pub fn new(
+        url: &str,
+        cluster_urls: &[String],
+        timeout: Duration,
+    ) -> Result<RedisConn, StoreError> {
+        let config = |e: redis::RedisError| StoreError::Config(e.to_string());
+        let client = if cluster_urls.is_empty() {
+            Client::Single(redis::Client::open(url).map_err(config)?)
+        } else {
+            let build = |response: Duration| {
+                ClusterClientBuilder::new(cluster_urls.to_vec())
+                    .connection_timeout(connect_timeout(timeout))
+                    .response_timeout(response)
+                    .retries(2)
+                    .min_retry_wait(10)
+                    .max_retry_wait(200)
+                    .build()
+                    .map_err(config)
+            };
+            Client::Cluster(Box::new(ClusterClients {
+                shared: build(timeout)?,
+                dedicated: build(dedicated_timeout(timeout))?,
+            }))
+        };
         Ok(RedisConn {
             inner: Arc::new(Inner {
                 client,
                 timeout,
-                manager: OnceCell::new(),
+                shared: OnceCell::new(),
             }),
         })
     }
@@ -42,26 +122,45 @@ impl RedisConn {
         self.inner.timeout
     }
 
-    fn manager_config(&self) -> ConnectionManagerConfig {
+    fn manager_config(&self, response: Duration) -> ConnectionManagerConfig {
         ConnectionManagerConfig::new()
-            .set_response_timeout(self.inner.timeout)
-            .set_connection_timeout(self.inner.timeout.max(Duration::from_millis(500)))
+            .set_response_timeout(response)
+            .set_connection_timeout(connect_timeout(self.inner.timeout))
             .set_number_of_retries(1)
             .set_factor(50)
             .set_max_delay(500)
     }
 
+    /// Opens a new connection whose commands time out after `response`.
+    async fn open(&self, dedicated: bool) -> redis::RedisResult<Conn> {
+        match &self.inner.client {
+            Client::Single(client) => {
+                let response = if dedicated {
+                    dedicated_timeout(self.inner.timeout)
+                } else {
+                    self.inner.timeout
+                };
+                let cfg = self.manager_config(response);
+                ConnectionManager::new_with_config(client.clone(), cfg)
+                    .await
+                    .map(Conn::Single)
+            }
+            Client::Cluster(c) => {
+                let client = if dedicated { &c.dedicated } else { &c.shared };
+                client.get_async_connection().await.map(Conn::Cluster)
+            }
+        }
+    }
+
     /// Tries to connect once; returns whether a connection exists now.
     pub async fn try_connect(&self) -> bool {
-        if self.inner.manager.initialized() {
+        if self.inner.shared.initialized() {
             return true;
         }
-        let made =
-            ConnectionManager::new_with_config(self.inner.client.clone(), self.manager_config())
-                .await;
-        match made {
-            Ok(m) => {
-                let _ = self.inner.manager.set(m);
+        let limit = connect_timeout(self.inner.timeout) * 2;
+        match bounded(limit, self.open(false)).await {
+            Ok(c) => {
+                let _ = self.inner.shared.set(c);
                 true
             }
             Err(e) => {
@@ -82,9 +181,9 @@ impl RedisConn {
     }
 
     /// A handle to the shared connection, or `Unavailable` at once when there is none yet.
-    pub fn get(&self) -> Result<ConnectionManager, StoreError> {
+    pub fn get(&self) -> Result<Conn, StoreError> {
         self.inner
-            .manager
+            .shared
             .get()
             .cloned()
             .ok_or(StoreError::Unavailable("not connected".into()))
@@ -92,16 +191,17 @@ impl RedisConn {
 
     /// A separate connection for blocking or long-running background work, so it never
     /// queues behind (or in front of) the hot path's pipelined commands.
-    pub async fn dedicated(&self) -> Result<ConnectionManager, StoreError> {
-        let cfg = self
-            .manager_config()
-            .set_response_timeout(self.inner.timeout.max(Duration::from_secs(5)));
-        bounded(
-            self.inner.timeout * 4,
-            ConnectionManager::new_with_config(self.inner.client.clone(), cfg),
-        )
-        .await
+    pub async fn dedicated(&self) -> Result<Conn, StoreError> {
+        bounded(self.inner.timeout * 4, self.open(true)).await
     }
+}
+
+fn connect_timeout(command: Duration) -> Duration {
+    command.max(Duration::from_millis(500))
+}
+
+fn dedicated_timeout(command: Duration) -> Duration {
+    command.max(Duration::from_secs(5))
 }
 
 /// Runs a Redis future under a deadline; a timeout means the outcome is unknown.

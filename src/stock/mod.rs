@@ -12,9 +12,7 @@ mod scripts;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-
-pub use conn::{bounded, RedisConn};
+pub use conn::{bounded, Conn, RedisConn};
 pub use order::{Order, OrderStatus};
 use scripts::Scripts;
 
@@ -197,11 +195,12 @@ fn int_at(r: &Reply, i: usize) -> i64 {
 }
 
 impl Store {
-    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Store, StoreError> {
+    pub fn new(cfg: &crate::config::RedisConfig) -> Result<Store, StoreError> {
+        let (url, prefix) = (&cfg.url, &cfg.key_prefix);
         Ok(Store {
-            conn: RedisConn::new(url, timeout)?,
+            conn: RedisConn::new(url, &cfg.cluster_urls, cfg.command_timeout.0)?,
             scripts: Arc::new(Scripts::new()),
-            prefix: prefix.into(),
+            prefix: prefix.as_str().into(),
         })
     }
 
@@ -221,7 +220,7 @@ impl Store {
     async fn run<T: redis::FromRedisValue>(
         &self,
         inv: redis::ScriptInvocation<'_>,
-        mut con: ConnectionManager,
+        mut con: Conn,
     ) -> Result<T, StoreError> {
         bounded(self.limit(), inv.invoke_async(&mut con)).await
     }
@@ -506,25 +505,25 @@ impl Store {
         bounded(self.limit(), cmd.query_async::<()>(&mut con)).await
     }
 
-    /// The shared pause switch of several campaigns, in one pipeline.
-    pub async fn paused(&self, keys: &[&CampaignKeys]) -> Result<Vec<bool>, StoreError> {
+    /// Whether a campaign's shared pause switch is set.
+    pub async fn paused(&self, keys: &CampaignKeys) -> Result<bool, StoreError> {
         let mut con = self.conn.get()?;
-        let mut pipe = redis::pipe();
-        for k in keys {
-            pipe.cmd("EXISTS").arg(&k.paused);
-        }
-        bounded(self.limit(), pipe.query_async(&mut con)).await
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(&keys.paused);
+        bounded(self.limit(), cmd.query_async(&mut con)).await
     }
 
     /// Loads every script (after connect or a Redis restart) and checks Redis answers.
     pub async fn ready(&self) -> Result<(), StoreError> {
         let mut con = self.conn.get()?;
-        let mut pipe = redis::pipe();
-        pipe.cmd("SCRIPT").arg("EXISTS");
+        // A plain command, not a pipeline: on a cluster it goes to every primary and the
+        // answers are AND-ed, so a script missing on any node is loaded (on all of them).
+        let mut cmd = redis::cmd("SCRIPT");
+        cmd.arg("EXISTS");
         for s in self.scripts.all() {
-            pipe.arg(s.get_hash());
+            cmd.arg(s.get_hash());
         }
-        let (loaded,): (Vec<i64>,) = bounded(self.limit(), pipe.query_async(&mut con)).await?;
+        let loaded: Vec<i64> = bounded(self.limit(), cmd.query_async(&mut con)).await?;
         for (s, ok) in self.scripts.all().into_iter().zip(loaded) {
             if ok == 0 {
                 bounded(self.limit(), s.prepare_invoke().load_async(&mut con)).await?;

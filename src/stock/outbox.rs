@@ -5,10 +5,9 @@
 //! confirms, so XLEN is exactly the undelivered backlog. These calls run on a dedicated
 //! connection owned by the consumer, never on the hot path's connection.
 
-use redis::aio::ConnectionManager;
 use redis::streams::{StreamClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
 
-use super::{bounded, CampaignKeys, Order, Store, StoreError};
+use super::{bounded, CampaignKeys, Conn, Order, Store, StoreError};
 
 pub const GROUP: &str = "flashgate";
 
@@ -72,7 +71,7 @@ impl Store {
     /// Creates the consumer group (from the stream's start) if it does not exist.
     pub async fn ensure_group(
         &self,
-        con: &mut ConnectionManager,
+        con: &mut Conn,
         keys: &CampaignKeys,
     ) -> Result<(), StoreError> {
         let mut cmd = redis::cmd("XGROUP");
@@ -87,44 +86,34 @@ impl Store {
         }
     }
 
-    /// Entries never delivered to any consumer of the group.
+    /// Entries of one stream never delivered to any consumer of the group.
     pub async fn read_new(
         &self,
-        con: &mut ConnectionManager,
-        streams: &[String],
+        con: &mut Conn,
+        stream: &str,
         consumer: &str,
         count: usize,
-    ) -> Result<Vec<(String, StreamId)>, StoreError> {
-        if streams.is_empty() {
-            return Ok(Vec::new());
-        }
+    ) -> Result<Vec<StreamId>, StoreError> {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(GROUP)
             .arg(consumer)
             .arg("COUNT")
             .arg(count)
-            .arg("STREAMS");
-        cmd.arg(streams);
-        for _ in streams {
-            cmd.arg(">");
-        }
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(">");
         let reply: Option<StreamReadReply> =
             bounded(self.conn().timeout() * 4, cmd.query_async(con)).await?;
         Ok(reply
-            .map(|r| {
-                r.keys
-                    .into_iter()
-                    .flat_map(|k| k.ids.into_iter().map(move |id| (k.key.clone(), id)))
-                    .collect()
-            })
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
             .unwrap_or_default())
     }
 
     /// Read-but-unacknowledged entries of one stream, oldest first.
     pub async fn pending(
         &self,
-        con: &mut ConnectionManager,
+        con: &mut Conn,
         stream: &str,
         count: usize,
     ) -> Result<Vec<PendingEntry>, StoreError> {
@@ -147,7 +136,7 @@ impl Store {
     /// Takes over entries idle at least `min_idle_ms` (XCLAIM bumps their delivery count).
     pub async fn claim(
         &self,
-        con: &mut ConnectionManager,
+        con: &mut Conn,
         stream: &str,
         consumer: &str,
         min_idle_ms: u64,
@@ -165,12 +154,7 @@ impl Store {
     }
 
     /// The sink has the entry: acknowledge and delete it, atomically.
-    pub async fn ack(
-        &self,
-        con: &mut ConnectionManager,
-        stream: &str,
-        id: &str,
-    ) -> Result<(), StoreError> {
+    pub async fn ack(&self, con: &mut Conn, stream: &str, id: &str) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("XACK")
@@ -188,7 +172,7 @@ impl Store {
     /// Moves an entry to the campaign's dead-letter stream.
     pub async fn dead_letter(
         &self,
-        con: &mut ConnectionManager,
+        con: &mut Conn,
         keys: &CampaignKeys,
         id: &str,
         attempts: u64,

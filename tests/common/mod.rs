@@ -14,6 +14,7 @@ mod config;
 mod gateway;
 mod postgres;
 mod process;
+mod redis_cluster;
 mod redis_server;
 mod store;
 
@@ -21,6 +22,7 @@ pub use client::{send, try_send, TestResponse};
 pub use config::{CampaignSpec, TestConfig, ADMIN_TOKEN, JWT_SECRET, PAYMENT_SECRET, SINK_SECRET};
 pub use gateway::Gateway;
 pub use postgres::Postgres;
+pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 pub use store::{RecordedOrder, TestStore};
 
