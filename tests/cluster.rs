@@ -217,3 +217,49 @@ async fn scripts_flushed_on_every_node_are_reloaded() {
         assert!(cached >= 8, "node {} caches {cached} scripts", node.port());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_down_fails_its_campaigns_closed_and_they_recover() {
+    let mut e = cluster_env(10, "5m").await;
+    let gw = start(&e.cfg).await;
+    for id in &e.ids {
+        buy_ok(&gw, id, SKU, "before").await;
+    }
+    let down = e.ids[0].clone();
+    let port = e.cluster.port_for_key(&format!("{{{down}}}"));
+    let node = e
+        .cluster
+        .nodes
+        .iter_mut()
+        .find(|n| n.port() == port)
+        .expect("the node serving the campaign");
+    node.stop();
+
+    let asked = std::time::Instant::now();
+    let res = buy(&gw, &down, SKU, "during").await;
+    assert_problem(&res, 503, "unavailable");
+    assert!(
+        res.header("retry-after").is_some(),
+        "503 without Retry-After"
+    );
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(3),
+        "503 took {:?}",
+        asked.elapsed()
+    );
+
+    node.restart();
+    eventually("the campaign sells again", WAIT, || async {
+        let r = buy(&gw, &down, SKU, "after").await;
+        (r.status == 201).then_some(())
+    })
+    .await;
+    // Nothing was taken twice or lost: the failed attempt left no trace.
+    for id in &e.ids {
+        let s = ledger(&gw, id, SKU).await;
+        let want = if *id == down { (8, 2) } else { (9, 1) };
+        assert_eq!((s.remaining, s.pending), want, "{id}: {s:?}");
+    }
+    let ready = send("GET", &gw.admin_url("/readyz"), &[], None).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+}

@@ -23,43 +23,42 @@ pub struct RedisServer {
     /// Working directory (`--dir`): the AOF and the log live here, across restarts.
     dir: TempDir,
     aof: bool,
-    /// Extra `redis-server` arguments, built from the port (e.g. cluster mode).
-    extra: fn(u16) -> Vec<String>,
+    /// Extra `redis-server` arguments (cluster mode), the same on every restart.
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
 impl RedisServer {
     /// Starts Redis without persistence: a restart loses all data.
     pub fn start() -> RedisServer {
-        Self::start_inner(false, |_| Vec::new())
+        Self::start_inner(false, Vec::new())
     }
 
-    /// Starts an empty Redis Cluster node (no slots yet; see [`super::RedisCluster`]).
-    /// Its cluster bus listens on a free port of its own: `port + 10000` may not exist.
+    /// Starts an empty Redis Cluster node with AOF (no slots yet; see
+    /// [`super::RedisCluster`]), so it can be restarted with its data. Its cluster bus
+    /// listens on a free port of its own: `port + 10000` may not exist.
     pub fn start_cluster_node() -> RedisServer {
-        Self::start_inner(false, |_| {
-            [
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "2000",
-                "--cluster-port",
-                &free_port().to_string(),
-            ]
-            .map(str::to_string)
-            .to_vec()
-        })
+        let bus = free_port().to_string();
+        let args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+            "--cluster-port",
+            &bus,
+        ];
+        Self::start_inner(true, args.map(str::to_string).to_vec())
     }
 
     /// Starts Redis with `appendonly yes` and `appendfsync always`: every acknowledged
     /// write survives `stop()`, `kill()` and `restart()`.
     pub fn start_with_aof() -> RedisServer {
-        Self::start_inner(true, |_| Vec::new())
+        Self::start_inner(true, Vec::new())
     }
 
-    fn start_inner(aof: bool, extra: fn(u16) -> Vec<String>) -> RedisServer {
+    fn start_inner(aof: bool, extra: Vec<String>) -> RedisServer {
         let dir = tempfile::Builder::new()
             .prefix("flashgate-redis-")
             .tempdir()
@@ -150,7 +149,7 @@ impl RedisServer {
             .arg(&log)
             .args(["--appendonly", if self.aof { "yes" } else { "no" }])
             .args(["--appendfsync", "always"])
-            .args((self.extra)(self.port))
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
