@@ -6,6 +6,9 @@
 mod common;
 mod lifecycle;
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use common::*;
 use lifecycle::*;
 use serde_json::Value;
@@ -229,6 +232,26 @@ async fn entries_of_a_sigkilled_gateway_are_delivered_by_another_instance() {
     assert_eq!(s.store.orders().len(), N);
     assert_eq!(outbox_counts(&b).await, (0, 0));
     assert_eq!(ledger(&b, C, SKU).await, paid_stats(40, N as i64));
+
+    // A's consumer, holding nothing now, is removed from the group (3 × claim_idle of
+    // silence); B's stays, and B still delivers.
+    eventually("the dead instance's consumer removed", WAIT, || {
+        let mut probe = probe.clone();
+        let marker = marker.clone();
+        async move {
+            let names = probe.consumers(&outbox_key(C)).await;
+            (!names.iter().any(|n| n.contains(&marker))).then_some(names)
+        }
+    })
+    .await;
+    let names = probe.consumers(&outbox_key(C)).await;
+    assert_eq!(names.len(), 1, "B's consumer stays: {names:?}");
+    let more = buy_and_pay(&b, C, &users("after", 1)).await;
+    s.store.wait_for_orders(N + 1, WAIT).await;
+    assert_eq!(
+        assert_delivered_once(&s.store.orders()).len(),
+        N + more.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,4 +335,57 @@ async fn removing_a_campaign_does_not_strand_its_paid_orders() {
     s.store.wait_for_orders(3, WAIT).await;
     let delivered = assert_delivered_once(&s.store.orders());
     assert_eq!(delivered.keys().cloned().collect::<Vec<_>>(), ids(&orders));
+}
+
+/// `forget_idle_consumers` against consumers set up by hand: one holding an entry however
+/// long it has been silent is kept (deleting it would orphan the entry), an empty one is
+/// removed, and the caller itself is never removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_silent_consumers_holding_nothing_are_forgotten() {
+    let s = Setup::new(CampaignSpec::new("forget").item(SKU, 1, PRICE)).await;
+    let cfg = s.cfg.load();
+    let store = flashgate::stock::Store::new(&cfg.redis).expect("store");
+    assert!(store.conn().try_connect().await);
+    let mut con = store.conn().dedicated().await.expect("connection");
+    let keys = store.keys("forget");
+    let mut probe = Probe::new(&s.redis).await;
+    store.ensure_group(&mut con, &keys).await.expect("group");
+
+    let entry = BTreeMap::from([("event".to_owned(), "paid".to_owned())]);
+    probe.xadd(&keys.outbox, &entry).await;
+    for (consumer, read) in [("holder", true), ("empty", false), ("me", false)] {
+        let mut cmd = redis::cmd("XGROUP");
+        cmd.arg("CREATECONSUMER")
+            .arg(&keys.outbox)
+            .arg(GROUP)
+            .arg(consumer);
+        probe.query::<i64>(cmd).await;
+        if read {
+            let got = store
+                .read_new(&mut con, &keys.outbox, consumer, 10)
+                .await
+                .expect("read");
+            assert_eq!(got.len(), 1);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let gone = store
+        .forget_idle_consumers(&mut con, &keys, "me", 20)
+        .await
+        .expect("forget");
+    assert_eq!(gone, 1);
+    let mut names = probe.consumers(&keys.outbox).await;
+    names.sort();
+    assert_eq!(names, ["holder", "me"]);
+    assert_eq!(
+        probe.pending(&keys.outbox).await.len(),
+        1,
+        "the entry is still held"
+    );
+    // Not idle long enough: nothing goes.
+    let gone = store
+        .forget_idle_consumers(&mut con, &keys, "nobody", 60_000)
+        .await
+        .expect("forget");
+    assert_eq!(gone, 0);
 }

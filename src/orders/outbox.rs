@@ -7,12 +7,14 @@
 //! - entries held by another consumer idle longer than `claim_idle` (a crashed instance):
 //!   claimed and delivered here;
 //! - after `max_attempts` deliveries: moved to the dead-letter stream, with a metric and
-//!   an error log line. Never dropped.
+//!   an error log line. Never dropped;
+//! - consumers of instances that are gone (nothing pending, silent for 3 × `claim_idle`)
+//!   are removed from the group, atomically with the check.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -28,6 +30,20 @@ use crate::stock::{CampaignKeys, Store, StoreError};
 const BATCH: usize = 64;
 /// Sleep between polls when there was nothing to do.
 const IDLE_POLL: Duration = Duration::from_millis(100);
+/// A consumer holding nothing and silent for this many `claim_idle` periods belongs to an
+/// instance that is gone (a living one polls every `IDLE_POLL`): it is removed from the
+/// group, so restarts and crashes do not pile up consumers. Checked every `claim_idle`.
+const FORGET_AFTER_CLAIMS: u32 = 3;
+
+/// What the consumer loop carries from one round to the next.
+struct RoundState {
+    /// Streams whose consumer group is known to exist.
+    grouped: Vec<String>,
+    /// The last sink error per entry id, for the dead-letter record.
+    last_error: HashMap<String, String>,
+    /// When idle consumers were last looked for.
+    forgot_at: Instant,
+}
 
 pub struct Consumer {
     pub store: Store,
@@ -76,19 +92,22 @@ impl Consumer {
                 _ = shutdown.changed() => return,
             }
         };
-        let mut grouped: Vec<String> = Vec::new();
-        let mut last_error: HashMap<String, String> = HashMap::new();
+        let mut st = RoundState {
+            grouped: Vec::new(),
+            last_error: HashMap::new(),
+            forgot_at: Instant::now(),
+        };
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            let worked = match self.round(&mut con, &mut grouped, &mut last_error).await {
+            let worked = match self.round(&mut con, &mut st).await {
                 Ok(n) => n > 0,
                 Err(e) => {
                     // The group is gone (Redis restarted without persistence, the stream
                     // was deleted): create it again next round, not fail on NOGROUP forever.
                     if e.to_string().contains("NOGROUP") {
-                        grouped.clear();
+                        st.grouped.clear();
                     }
                     self.metrics.redis_errors.inc();
                     tracing::warn!(error = %e, "outbox: redis call failed; will retry");
@@ -105,30 +124,41 @@ impl Consumer {
     }
 
     /// One pass over every campaign's outbox; returns how many entries it handled.
-    async fn round(
-        &self,
-        con: &mut Conn,
-        grouped: &mut Vec<String>,
-        last_error: &mut HashMap<String, String>,
-    ) -> Result<usize, StoreError> {
+    async fn round(&self, con: &mut Conn, st: &mut RoundState) -> Result<usize, StoreError> {
         let campaigns = self.store.known_campaigns(self.registry.ids()).await?;
+        let claim_idle = self.cfg.claim_idle.0;
+        let forget = st.forgot_at.elapsed() >= claim_idle;
         let mut handled = 0;
         // One stream per read: each campaign's stream lives in its own cluster slot.
         for (_, keys) in &campaigns {
-            if !grouped.contains(&keys.outbox) {
+            if !st.grouped.contains(&keys.outbox) {
                 self.store.ensure_group(con, keys).await?;
-                grouped.push(keys.outbox.clone());
+                st.grouped.push(keys.outbox.clone());
             }
             for e in self
                 .store
                 .read_new(con, &keys.outbox, &self.name, BATCH)
                 .await?
             {
-                self.handle(con, keys, &keys.outbox, &e, 1, last_error)
+                self.handle(con, keys, &keys.outbox, &e, 1, &mut st.last_error)
                     .await?;
                 handled += 1;
             }
-            handled += self.retry(con, keys, last_error).await?;
+            handled += self.retry(con, keys, &mut st.last_error).await?;
+            if forget {
+                let min_idle = (claim_idle * FORGET_AFTER_CLAIMS).as_millis() as u64;
+                let gone = self
+                    .store
+                    .forget_idle_consumers(con, keys, &self.name, min_idle)
+                    .await?;
+                if gone > 0 {
+                    tracing::info!(stream = %keys.outbox, consumers = gone,
+                        "outbox: removed consumers of instances that are gone");
+                }
+            }
+        }
+        if forget {
+            st.forgot_at = Instant::now();
         }
         Ok(handled)
     }

@@ -193,6 +193,20 @@ impl Store {
         .map(|_| ())
     }
 
+    /// Deletes the group's consumers (other than `me`) that hold no entry and were idle
+    /// at least `min_idle_ms`: instances that are gone. Returns how many went.
+    pub async fn forget_idle_consumers(
+        &self,
+        con: &mut Conn,
+        keys: &CampaignKeys,
+        me: &str,
+        min_idle_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let mut inv = self.scripts.forget_consumers.prepare_invoke();
+        inv.key(&keys.outbox).arg(GROUP).arg(me).arg(min_idle_ms);
+        bounded(self.conn().timeout() * 4, inv.invoke_async(con)).await
+    }
+
     /// Re-queues up to `max` dead letters; returns how many moved.
     pub async fn replay_dead(&self, keys: &CampaignKeys, max: usize) -> Result<u64, StoreError> {
         let mut con = self.conn().get()?;

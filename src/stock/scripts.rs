@@ -22,6 +22,7 @@ pub struct Scripts {
     pub adjust: Script,
     pub dead_letter: Script,
     pub replay_dead: Script,
+    pub forget_consumers: Script,
 }
 
 impl Scripts {
@@ -35,10 +36,11 @@ impl Scripts {
             adjust: script!("adjust.lua"),
             dead_letter: script!("dead_letter.lua"),
             replay_dead: script!("replay_dead.lua"),
+            forget_consumers: script!("forget_consumers.lua"),
         }
     }
 
-    pub fn all(&self) -> [&Script; 8] {
+    pub fn all(&self) -> [&Script; 9] {
         [
             &self.reserve,
             &self.cancel,
@@ -48,6 +50,7 @@ impl Scripts {
             &self.adjust,
             &self.dead_letter,
             &self.replay_dead,
+            &self.forget_consumers,
         ]
     }
 }

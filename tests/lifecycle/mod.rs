@@ -424,6 +424,25 @@ impl Probe {
         }
     }
 
+    /// Runs any command.
+    pub async fn query<T: redis::FromRedisValue>(&mut self, cmd: redis::Cmd) -> T {
+        cmd.query_async(&mut self.con)
+            .await
+            .unwrap_or_else(|e| panic!("{:?}: {e}", cmd.args_iter().next()))
+    }
+
+    /// The names of the consumer group's consumers (XINFO CONSUMERS).
+    pub async fn consumers(&mut self, stream: &str) -> Vec<String> {
+        let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(stream)
+            .arg(GROUP)
+            .query_async(&mut self.con)
+            .await
+            .expect("XINFO CONSUMERS");
+        reply.consumers.into_iter().map(|c| c.name).collect()
+    }
+
     /// Every entry of `stream` as (id, field → value).
     pub async fn entries(&mut self, stream: &str) -> Vec<(String, BTreeMap<String, String>)> {
         let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
