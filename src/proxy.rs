@@ -6,7 +6,11 @@
 //! - Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and every header it names, plus
 //!   `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE`,
 //!   `Trailer`, `Transfer-Encoding`, `Upgrade`) are dropped on the way in and on the way out.
-//!   Dropping `Upgrade` means WebSocket and h2c upgrades are not proxied.
+//! - Protocol upgrades (WebSocket) pass: a request whose `Connection` names `upgrade` keeps
+//!   its `Upgrade` header; when the store answers 101, the client's and the store's
+//!   connections are joined into a byte tunnel until either side closes. The store's
+//!   other answers (a refusal) come back as usual. Only the store's 101 to a request
+//!   that asked for an upgrade is honoured; any other 101 is a 502.
 //! - `Host` is forwarded as the client sent it, so the store can keep virtual hosting and
 //!   build its absolute links and cookies for the public name. Only a request without a
 //!   `Host` gets the upstream's authority.
@@ -37,7 +41,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt};
 use hyper::body::Body;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::config::UpstreamConfig;
 use crate::http::problem::Problem;
@@ -180,13 +184,34 @@ impl Proxy {
             .into_response();
         };
         head.uri = uri;
+        let upgrade = Upgrade::requested(&mut head);
         // Our own hop to the store: keep-alive HTTP/1.1 whatever the client spoke.
         head.version = Version::HTTP_11;
         strip_hop_by_hop(&mut head.headers);
+        if let Some(u) = &upgrade {
+            u.restore(&mut head.headers);
+        }
         add_forwarding(&mut head.headers, client_ip, request_id);
         let req = Request::from_parts(head, body.map_err(Into::into).boxed_unsync());
 
         match tokio::time::timeout(self.inner.timeout, self.inner.client.request(req)).await {
+            Ok(Ok(mut res)) if res.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                let Some(client_side) = upgrade else {
+                    tracing::warn!(request_id, "the store switched protocols unasked");
+                    return Problem::bad_gateway("the store switched protocols unasked")
+                        .into_response();
+                };
+                let store_side = hyper::upgrade::on(&mut res);
+                let (mut head, _) = res.into_parts();
+                let granted = Upgrade {
+                    protocol: head.headers.get(header::UPGRADE).cloned(),
+                    on: None,
+                };
+                strip_hop_by_hop(&mut head.headers);
+                granted.restore(&mut head.headers);
+                client_side.tunnel_to(store_side, request_id);
+                Response::from_parts(head, crate::http::full(Bytes::new()))
+            }
             Ok(Ok(res)) => {
                 let (mut head, body) = res.into_parts();
                 head.version = Version::HTTP_11;
@@ -207,6 +232,63 @@ impl Proxy {
                 Problem::gateway_timeout("the store did not answer in time").into_response()
             }
         }
+    }
+}
+
+// === upgrades ===
+
+/// A client's request to switch protocols (`Connection: upgrade` + `Upgrade: …`).
+struct Upgrade {
+    /// The `Upgrade` header to pass on (it is hop-by-hop, so stripping removes it).
+    protocol: Option<HeaderValue>,
+    /// The client's side of the connection once hyper hands it over.
+    on: Option<hyper::upgrade::OnUpgrade>,
+}
+
+impl Upgrade {
+    /// Takes the upgrade out of a request that asks for one (HTTP/1.1, `Connection` names
+    /// `upgrade`, an `Upgrade` header, and a server connection able to upgrade).
+    fn requested(head: &mut http::request::Parts) -> Option<Upgrade> {
+        let protocol = head.headers.get(header::UPGRADE)?.clone();
+        let asks = head.version == Version::HTTP_11
+            && head.headers.get_all(header::CONNECTION).iter().any(|v| {
+                v.as_bytes()
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+            });
+        if !asks {
+            return None;
+        }
+        let on = head.extensions.remove::<hyper::upgrade::OnUpgrade>()?;
+        Some(Upgrade {
+            protocol: Some(protocol),
+            on: Some(on),
+        })
+    }
+
+    /// Puts `Connection: upgrade` and the `Upgrade` header back after stripping.
+    fn restore(&self, headers: &mut HeaderMap) {
+        if let Some(p) = &self.protocol {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, p.clone());
+        }
+    }
+
+    /// Joins the client's connection and the store's into one tunnel, in the background:
+    /// both upgrades complete only after the 101 has been written to the client.
+    fn tunnel_to(self, store: hyper::upgrade::OnUpgrade, request_id: Option<&str>) {
+        let Some(client) = self.on else { return };
+        let request_id = request_id.map(str::to_owned);
+        tokio::spawn(async move {
+            match tokio::try_join!(client, store) {
+                Ok((client, store)) => {
+                    let (mut client, mut store) = (TokioIo::new(client), TokioIo::new(store));
+                    let copied = tokio::io::copy_bidirectional(&mut client, &mut store).await;
+                    tracing::debug!(?copied, request_id, "upgraded connection closed");
+                }
+                Err(e) => tracing::warn!(error = %e, request_id, "upgrade failed"),
+            }
+        });
     }
 }
 

@@ -11,7 +11,6 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -217,7 +216,9 @@ async fn accept(
     grace: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
+    // hyper-util's GracefulShutdown cannot watch a connection with upgrades; this is the
+    // same mechanism: a receiver per connection task, a send to start the drain.
+    let (drain, _) = watch::channel(());
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -247,16 +248,27 @@ async fn accept(
                 })
             }
         });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
+        // With upgrades: a proxied WebSocket (101 from the store) becomes a tunnel.
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades();
+        let mut draining = drain.subscribe();
         tokio::spawn(async move {
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = draining.changed() => {}
+            }
+            // Finish the request in flight, then close; an idle keep-alive closes at once.
+            conn.as_mut().graceful_shutdown();
             let _ = conn.await;
+            drop(draining);
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    // Every connection task holds a receiver: once all are gone, the drain is complete.
+    let _ = drain.send(());
+    if tokio::time::timeout(grace, drain.closed()).await.is_err() {
         tracing::warn!(?grace, "grace period over; closing remaining connections");
     }
 }

@@ -265,3 +265,62 @@ async fn store_too_slow_is_504_gateway_timeout() {
     .await;
     assert_eq!(res.status, 200);
 }
+
+/// Reads from `s` until the end of a response head; returns the head.
+async fn read_head(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
+            .await
+            .expect("response head in time")
+            .expect("read");
+        assert_eq!(n, 1, "connection closed mid-head: {head:?}");
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).to_lowercase()
+}
+
+async fn upgrade_request(e: &Env, path: &str) -> (tokio::net::TcpStream, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(e.gw.public_addr)
+        .await
+        .expect("connect");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: shop.example\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let head = read_head(&mut s).await;
+    (s, head)
+}
+
+#[tokio::test]
+async fn websocket_style_upgrades_become_a_tunnel_to_the_store() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let e = env().await;
+    let (mut s, head) = upgrade_request(&e, "/ws/chat?room=1").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("\r\nupgrade: echo\r\n"), "{head}");
+    assert!(head.contains("\r\nconnection: upgrade\r\n"), "{head}");
+    for msg in [&b"hello"[..], b"second frame", &[0u8, 159, 146, 150, 255]] {
+        s.write_all(msg).await.expect("write");
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+            .await
+            .expect("echo in time")
+            .expect("read");
+        assert_eq!(back, msg, "bytes pass both ways unchanged");
+    }
+    // The gateway keeps serving while a tunnel is open.
+    let res = send("GET", &e.gw.url("/products/1"), &[], None).await;
+    assert_eq!(res.status, 200);
+}
+
+#[tokio::test]
+async fn a_refused_upgrade_is_answered_as_the_store_answered() {
+    let e = env().await;
+    let (_s, head) = upgrade_request(&e, "/refuse-upgrade").await;
+    assert!(head.starts_with("http/1.1 403"), "{head}");
+    assert!(!head.contains("\r\nupgrade:"), "{head}");
+}

@@ -7,6 +7,9 @@
 //!   Test knobs on the request: `x-test-status: <code>` sets the status,
 //!   `x-test-delay-ms: <n>` delays the answer (for upstream timeout tests). Echoed
 //!   requests are counted on arrival (`echo_requests`), so a test can wait for a slow one.
+//! - A request with `Upgrade: echo` (and `Connection: upgrade`) on any path but
+//!   `/refuse-upgrade` is answered 101 and the connection then echoes every byte back
+//!   (a stand-in for a WebSocket); `/refuse-upgrade` answers 403.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -77,6 +80,7 @@ impl TestStore {
                     let svc = service_fn(move |req| handle(state.clone(), req));
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
                         .await;
                 });
             }
@@ -135,8 +139,32 @@ impl Drop for TestStore {
 
 async fn handle(
     shared: Arc<Shared>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let wants_echo = req.headers().get("upgrade").is_some_and(|v| v == "echo")
+        && req
+            .headers()
+            .get("connection")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"upgrade"));
+    if wants_echo {
+        if req.uri().path() == "/refuse-upgrade" {
+            return Ok(reply(403, r#"{"error":"no upgrade here"}"#));
+        }
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(up) = on.await {
+                let (mut r, mut w) = tokio::io::split(TokioIo::new(up));
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        });
+        let mut res = Response::new(Full::new(Bytes::new()));
+        *res.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+        res.headers_mut()
+            .insert("upgrade", http::HeaderValue::from_static("echo"));
+        res.headers_mut()
+            .insert("connection", http::HeaderValue::from_static("upgrade"));
+        return Ok(res);
+    }
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
