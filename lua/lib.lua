@@ -10,6 +10,7 @@
 --   <base>deadlines      zset  pending order ids scored by pay_by (ms)
 --   <base>outbox         stream paid / refund_required events for the sink
 --   <base>dead           stream outbox entries that failed too often
+--   <base>consumers      hash  outbox consumer name -> last heartbeat (ms)
 -- Order keys are derived from the order id inside the scripts: they carry the same hash
 -- tag as the declared KEYS, so they live in the same slot. Every check runs before the
 -- first write: a script that errors halfway keeps its earlier writes.

@@ -189,7 +189,7 @@ impl Proxy {
         head.version = Version::HTTP_11;
         strip_hop_by_hop(&mut head.headers);
         if let Some(u) = &upgrade {
-            u.restore(&mut head.headers);
+            keep_upgrade(&mut head.headers, u.protocol.clone());
         }
         add_forwarding(&mut head.headers, client_ip, request_id);
         let req = Request::from_parts(head, body.map_err(Into::into).boxed_unsync());
@@ -203,12 +203,11 @@ impl Proxy {
                 };
                 let store_side = hyper::upgrade::on(&mut res);
                 let (mut head, _) = res.into_parts();
-                let granted = Upgrade {
-                    protocol: head.headers.get(header::UPGRADE).cloned(),
-                    on: None,
-                };
+                let granted = head.headers.get(header::UPGRADE).cloned();
                 strip_hop_by_hop(&mut head.headers);
-                granted.restore(&mut head.headers);
+                if let Some(protocol) = granted {
+                    keep_upgrade(&mut head.headers, protocol);
+                }
                 client_side.tunnel_to(store_side, request_id);
                 Response::from_parts(head, crate::http::full(Bytes::new()))
             }
@@ -240,9 +239,9 @@ impl Proxy {
 /// A client's request to switch protocols (`Connection: upgrade` + `Upgrade: …`).
 struct Upgrade {
     /// The `Upgrade` header to pass on (it is hop-by-hop, so stripping removes it).
-    protocol: Option<HeaderValue>,
+    protocol: HeaderValue,
     /// The client's side of the connection once hyper hands it over.
-    on: Option<hyper::upgrade::OnUpgrade>,
+    on: hyper::upgrade::OnUpgrade,
 }
 
 impl Upgrade {
@@ -251,33 +250,20 @@ impl Upgrade {
     fn requested(head: &mut http::request::Parts) -> Option<Upgrade> {
         let protocol = head.headers.get(header::UPGRADE)?.clone();
         let asks = head.version == Version::HTTP_11
-            && head.headers.get_all(header::CONNECTION).iter().any(|v| {
-                v.as_bytes()
-                    .split(|&b| b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
-            });
+            && (head.headers.get_all(header::CONNECTION).iter())
+                .flat_map(tokens)
+                .any(|t| t.eq_ignore_ascii_case(b"upgrade"));
         if !asks {
             return None;
         }
         let on = head.extensions.remove::<hyper::upgrade::OnUpgrade>()?;
-        Some(Upgrade {
-            protocol: Some(protocol),
-            on: Some(on),
-        })
-    }
-
-    /// Puts `Connection: upgrade` and the `Upgrade` header back after stripping.
-    fn restore(&self, headers: &mut HeaderMap) {
-        if let Some(p) = &self.protocol {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            headers.insert(header::UPGRADE, p.clone());
-        }
+        Some(Upgrade { protocol, on })
     }
 
     /// Joins the client's connection and the store's into one tunnel, in the background:
     /// both upgrades complete only after the 101 has been written to the client.
     fn tunnel_to(self, store: hyper::upgrade::OnUpgrade, request_id: Option<&str>) {
-        let Some(client) = self.on else { return };
+        let client = self.on;
         let request_id = request_id.map(str::to_owned);
         tokio::spawn(async move {
             match tokio::try_join!(client, store) {
@@ -317,6 +303,14 @@ impl Inner {
 
 // === headers ===
 
+/// The comma-separated tokens of a `Connection` header value, trimmed.
+fn tokens(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    value
+        .as_bytes()
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+}
+
 /// Removes the hop-by-hop headers, including those named in `Connection`.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Cloning the values (cheap, shared bytes) frees the map for removal; the Vec
@@ -326,17 +320,22 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .iter()
         .cloned()
         .collect();
-    for value in &named {
-        for name in value.as_bytes().split(|&b| b == b',') {
-            // An invalid name matches nothing and is ignored.
-            if let Ok(name) = std::str::from_utf8(name.trim_ascii()) {
-                headers.remove(name);
-            }
+    for name in named.iter().flat_map(tokens) {
+        // An invalid name matches nothing and is ignored.
+        if let Ok(name) = std::str::from_utf8(name) {
+            headers.remove(name);
         }
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
+}
+
+/// Puts `Connection: upgrade` and the `Upgrade` header back after stripping: the one
+/// hop-by-hop pair a tunnel needs on both of its hops.
+fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
 }
 
 /// Appends the client to `X-Forwarded-For` (all earlier lines folded into one), sets

@@ -389,3 +389,89 @@ async fn only_silent_consumers_holding_nothing_are_forgotten() {
         .expect("forget");
     assert_eq!(gone, 0);
 }
+
+/// Forgetting consumers under churn never strands a paid order (SPEC §1.3): three
+/// instances with `claim_idle` 100 ms look for consumers to forget every 100 ms (and
+/// forget after 300 ms of silence) while orders are paid through all of them, the store
+/// flaps between failing and working (entries are held, retried, reclaimed across
+/// instances), and consumers of "gone" instances keep appearing. Every paid order
+/// reaches the store; the ghosts go, the three living consumers stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgetting_consumers_under_churn_loses_no_paid_order() {
+    const C: &str = "churn";
+    const N: usize = 60;
+    let mut s = Setup::new(CampaignSpec::new(C).item(SKU, N as u64, PRICE)).await;
+    s.cfg
+        .set("orders", "max_attempts", "1000")
+        .set_str("orders", "retry_base", "20ms")
+        .set_str("orders", "retry_max", "100ms")
+        .set_str("orders", "claim_idle", "100ms");
+    let gws = [
+        start(&s.cfg).await,
+        start(&s.cfg).await,
+        start(&s.cfg).await,
+    ];
+    let mut probe = Probe::new(&s.redis).await;
+    // One order first: once it is delivered, the consumer group exists.
+    let mut orders = buy_and_pay(&gws[0], C, &users("first", 1)).await;
+    s.store.wait_for_orders(1, WAIT).await;
+
+    let all = users("c", N - 1);
+    let endpoints: Vec<Endpoints> = gws.iter().map(|g| g.endpoints()).collect();
+    let paying = tokio::spawn(async move {
+        let mut orders = Vec::new();
+        for (i, chunk) in all.chunks(all.len().div_ceil(3)).enumerate() {
+            orders.extend(buy_and_pay(&endpoints[i], C, chunk).await);
+        }
+        orders
+    });
+    let mut i = 0u32;
+    while !paying.is_finished() || i < 8 {
+        s.store.set_failing(i % 2 == 0);
+        let mut ghost = redis::cmd("XGROUP");
+        ghost
+            .arg("CREATECONSUMER")
+            .arg(outbox_key(C))
+            .arg(GROUP)
+            .arg(format!("ghost-{i}"));
+        probe.query::<i64>(ghost).await;
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(70)).await;
+    }
+    s.store.set_failing(false);
+    orders.extend(paying.await.expect("paying task"));
+
+    s.store.wait_for_orders(N, WAIT).await;
+    probe.wait_drained(C).await;
+    let delivered: Vec<String> = by_order(&s.store.orders()).keys().cloned().collect();
+    assert_eq!(
+        delivered,
+        ids(&orders),
+        "every paid order reached the store"
+    );
+    assert!(probe.pending(&outbox_key(C)).await.is_empty());
+    // The living instances' consumers (those that have read something: before Redis 7.2
+    // an empty XREADGROUP creates no consumer) outlive the ghosts, also after several
+    // quiet forget periods, thanks to their heartbeats.
+    let living: std::collections::BTreeSet<String> = (probe.consumers(&outbox_key(C)).await)
+        .into_iter()
+        .filter(|n| !n.starts_with("ghost-"))
+        .collect();
+    assert!(!living.is_empty());
+    eventually("the ghosts forgotten", WAIT, || {
+        let mut probe = probe.clone();
+        async move {
+            let names = probe.consumers(&outbox_key(C)).await;
+            (!names.iter().any(|n| n.starts_with("ghost-"))).then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let names: std::collections::BTreeSet<String> =
+        probe.consumers(&outbox_key(C)).await.into_iter().collect();
+    assert_eq!(names, living, "the living consumers stay");
+    assert_eq!(
+        ledger(&gws[0], C, SKU).await,
+        paid_stats(N as i64, N as i64)
+    );
+}

@@ -8,8 +8,9 @@
 //!   claimed and delivered here;
 //! - after `max_attempts` deliveries: moved to the dead-letter stream, with a metric and
 //!   an error log line. Never dropped;
-//! - consumers of instances that are gone (nothing pending, silent for 3 × `claim_idle`)
-//!   are removed from the group, atomically with the check.
+//! - every `claim_idle`, a heartbeat; consumers of instances that are gone (nothing
+//!   pending, no heartbeat for 3 × `claim_idle`) are removed from the group, atomically
+//!   with the check.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -31,8 +32,8 @@ const BATCH: usize = 64;
 /// Sleep between polls when there was nothing to do.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// A consumer holding nothing and silent for this many `claim_idle` periods belongs to an
-/// instance that is gone (a living one polls every `IDLE_POLL`): it is removed from the
-/// group, so restarts and crashes do not pile up consumers. Checked every `claim_idle`.
+/// instance that is gone (a living one stamps a heartbeat every `claim_idle`): it is
+/// removed from the group, so restarts and crashes do not pile up consumers.
 const FORGET_AFTER_CLAIMS: u32 = 3;
 
 /// What the consumer loop carries from one round to the next.
@@ -41,7 +42,7 @@ struct RoundState {
     grouped: Vec<String>,
     /// The last sink error per entry id, for the dead-letter record.
     last_error: HashMap<String, String>,
-    /// When idle consumers were last looked for.
+    /// When this consumer last stamped its heartbeat and looked for gone ones.
     forgot_at: Instant,
 }
 

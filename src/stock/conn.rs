@@ -21,6 +21,7 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 use tokio::sync::OnceCell;
 
 use super::StoreError;
+use crate::config::RedisConfig;
 
 /// A cheap-to-clone handle on the shared (or a dedicated) Redis connection.
 #[derive(Clone)]
@@ -82,19 +83,16 @@ struct Inner {
 }
 
 impl RedisConn {
-    /// A single Redis at `url`, or a cluster reached through any of `cluster_urls` (when
-    /// that list is not empty).
-    pub fn new(
-        url: &str,
-        cluster_urls: &[String],
-        timeout: Duration,
-    ) -> Result<RedisConn, StoreError> {
+    /// A single Redis at `redis.url`, or a cluster reached through any of
+    /// `redis.cluster_urls` (when that list is not empty).
+    pub fn new(cfg: &RedisConfig) -> Result<RedisConn, StoreError> {
+        let timeout = cfg.command_timeout.0;
         let config = |e: redis::RedisError| StoreError::Config(e.to_string());
-        let client = if cluster_urls.is_empty() {
-            Client::Single(redis::Client::open(url).map_err(config)?)
+        let client = if cfg.cluster_urls.is_empty() {
+            Client::Single(redis::Client::open(cfg.url.as_str()).map_err(config)?)
         } else {
             let build = |response: Duration| {
-                ClusterClientBuilder::new(cluster_urls.to_vec())
+                ClusterClientBuilder::new(cfg.cluster_urls.clone())
                     .connection_timeout(connect_timeout(timeout))
                     .response_timeout(response)
                     .retries(2)

@@ -43,6 +43,8 @@ pub struct CampaignKeys {
     pub deadlines: String,
     pub outbox: String,
     pub dead: String,
+    /// Heartbeats of the outbox consumers (name → last stamp, ms).
+    pub consumers: String,
     /// Present while an operator has paused the campaign; reserve.lua checks it, so every
     /// instance obeys at once.
     pub paused: String,
@@ -55,6 +57,7 @@ impl CampaignKeys {
             deadlines: format!("{base}deadlines"),
             outbox: format!("{base}outbox"),
             dead: format!("{base}dead"),
+            consumers: format!("{base}consumers"),
             paused: format!("{base}paused"),
             base,
         }
@@ -196,11 +199,10 @@ fn int_at(r: &Reply, i: usize) -> i64 {
 
 impl Store {
     pub fn new(cfg: &crate::config::RedisConfig) -> Result<Store, StoreError> {
-        let (url, prefix) = (&cfg.url, &cfg.key_prefix);
         Ok(Store {
-            conn: RedisConn::new(url, &cfg.cluster_urls, cfg.command_timeout.0)?,
+            conn: RedisConn::new(cfg)?,
             scripts: Arc::new(Scripts::new()),
-            prefix: prefix.as_str().into(),
+            prefix: cfg.key_prefix.as_str().into(),
         })
     }
 

@@ -193,8 +193,8 @@ impl Store {
         .map(|_| ())
     }
 
-    /// Deletes the group's consumers (other than `me`) that hold no entry and were idle
-    /// at least `min_idle_ms`: instances that are gone. Returns how many went.
+    /// Stamps `me` as alive and deletes the group's consumers that hold no entry and were
+    /// silent at least `min_idle_ms`: instances that are gone. Returns how many went.
     pub async fn forget_idle_consumers(
         &self,
         con: &mut Conn,
@@ -203,7 +203,11 @@ impl Store {
         min_idle_ms: u64,
     ) -> Result<u64, StoreError> {
         let mut inv = self.scripts.forget_consumers.prepare_invoke();
-        inv.key(&keys.outbox).arg(GROUP).arg(me).arg(min_idle_ms);
+        inv.key(&keys.outbox)
+            .key(&keys.consumers)
+            .arg(GROUP)
+            .arg(me)
+            .arg(min_idle_ms);
         bounded(self.conn().timeout() * 4, inv.invoke_async(con)).await
     }
 

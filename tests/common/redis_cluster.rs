@@ -55,10 +55,10 @@ impl RedisCluster {
         format!("[{}]", quoted.join(", "))
     }
 
-    /// Runs `redis-cli -p <port> <args…>` and returns its output (raw, no formatting).
+    /// Runs `redis-cli --raw -p <port> <args…>` on one node and returns its output.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
         let out = Command::new(redis_cli())
-            .args(["-p", &port.to_string(), "--no-raw"])
+            .args(["--raw", "-p", &port.to_string()])
             .args(args)
             .output()
             .expect("run redis-cli");
@@ -68,16 +68,16 @@ impl RedisCluster {
     /// The port of the node serving `key`'s slot.
     pub fn port_for_key(&self, key: &str) -> u16 {
         let slot: u16 = self
-            .cli(self.nodes[0].port(), &["--raw", "CLUSTER", "KEYSLOT", key])
+            .cli(self.nodes[0].port(), &["CLUSTER", "KEYSLOT", key])
             .trim()
             .parse()
             .expect("CLUSTER KEYSLOT answers a number");
-        let shards = self.cli(self.nodes[0].port(), &["--raw", "CLUSTER", "SLOTS"]);
+        let shards = self.cli(self.nodes[0].port(), &["CLUSTER", "SLOTS"]);
         let nums: Vec<i64> = shards
             .lines()
             .filter_map(|l| l.trim().parse().ok())
             .collect();
-        // --raw prints each range as: start, end, then per node ip (skipped), port, id (skipped).
+        // Each range prints as: start, end, then per node ip (skipped), port, id (skipped).
         let mut i = 0;
         while i + 2 < nums.len() {
             let (start, end, port) = (nums[i], nums[i + 1], nums[i + 2]);
