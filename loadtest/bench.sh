@@ -79,11 +79,14 @@ for p in "$REDIS_PORT" "$STORE_PORT" "$PUBLIC_PORT" "$ADMIN_PORT" "$CEILING_PORT
 done
 
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
-  log "cargo build --release --bins"
-  cargo build --release --bins --quiet
+  log "cargo build --release --bins --examples"
+  cargo build --release --bins --examples --quiet
 fi
-for b in flashgate demo_store bench_ceiling; do
-  [ -x "$BIN/$b" ] || die "$BIN/$b is missing: run cargo build --release --bins"
+# demo_store and bench_ceiling are examples (not part of the product): target/release/examples.
+EXAMPLES=$BIN/examples
+[ -x "$BIN/flashgate" ] || die "$BIN/flashgate is missing: run cargo build --release --bins --examples"
+for b in demo_store bench_ceiling; do
+  [ -x "$EXAMPLES/$b" ] || die "$EXAMPLES/$b is missing: run cargo build --release --bins --examples"
 done
 
 # === processes: spawn in their own session, stop in reverse order on any exit ===
@@ -184,8 +187,8 @@ spawn redis "$VAR/redis.out" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" 
 need Redis 10 redis-cli -p "$REDIS_PORT" ping
 
 log "starting bench_ceiling on 127.0.0.1:$CEILING_PORT and demo_store on 127.0.0.1:$STORE_PORT"
-spawn ceiling "$VAR/ceiling.log" "$BIN/bench_ceiling" "127.0.0.1:$CEILING_PORT"
-spawn store "$VAR/store.log" "$BIN/demo_store" --listen "127.0.0.1:$STORE_PORT" \
+spawn ceiling "$VAR/ceiling.log" "$EXAMPLES/bench_ceiling" "127.0.0.1:$CEILING_PORT"
+spawn store "$VAR/store.log" "$EXAMPLES/demo_store" --listen "127.0.0.1:$STORE_PORT" \
   --orders "$VAR/orders.jsonl"
 need bench_ceiling 10 curl -sS -o /dev/null "http://127.0.0.1:$CEILING_PORT/"
 need demo_store 10 curl -fsS -o /dev/null "http://127.0.0.1:$STORE_PORT/"

@@ -1,7 +1,8 @@
 -- confirm.lua — apply a verified payment callback to a pre-order: one atomic transition.
 --
--- KEYS[1]  <base>order:<id>
+-- KEYS[1]  <base>order:<id>   KEYS[2] <base>outbox   KEYS[3] <base>deadlines
 -- ARGV[1]  base   ARGV[2] payment_id   ARGV[3] amount_cents paid   ARGV[4] retain_ms
+-- Built inside from the stored order: <base>item:<sku>, <base>user:<user>, <base>holders:<sku>.
 -- Returns {outcome, ORDER_FIELDS...} with outcome one of:
 --   "paid"        pending -> paid; a `paid` event is in the outbox
 --   "paid_dup"    already paid; nothing new in the outbox
@@ -12,7 +13,8 @@
 -- A pending order past pay_by is expired here first (same as the sweeper would), so a
 -- callback racing the sweeper ends in exactly one of paid or refund_required.
 
-local okey, base, payment_id, paid_amount, retain = KEYS[1], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local okey, outbox, dkey = KEYS[1], KEYS[2], KEYS[3]
+local base, payment_id, paid_amount, retain = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local function reply(outcome)
   local r = order_fields(okey)
   table.insert(r, 1, outcome)
@@ -42,18 +44,18 @@ if status == 'pending_payment' then
     redis.call('HINCRBY', ikey, 'pending', -qty)
     redis.call('HINCRBY', ikey, 'paid', qty)
     drop_holder(base, ikey, sku, user, id)
-    redis.call('ZREM', base .. 'deadlines', id)
+    redis.call('ZREM', dkey, id)
     redis.call('HSET', okey, 'status', 'paid', 'payment_id', payment_id, 'paid_at', now)
     redis.call('PEXPIRE', okey, retain)
-    outbox_add(base, okey, 'paid')
+    outbox_add(outbox, okey, 'paid')
     return reply('paid')
   end
-  close_pending(base, okey, 'expired', now, retain)
+  close_pending(base, okey, dkey, 'expired', now, retain)
 end
 
 -- expired or cancelled before payment: the money must go back, exactly once
 local sku, qty = redis.call('HGET', okey, 'sku'), tonumber(redis.call('HGET', okey, 'qty'))
 redis.call('HINCRBY', base .. 'item:' .. sku, 'refund_required', qty)
 redis.call('HSET', okey, 'status', 'refund_required', 'payment_id', payment_id, 'paid_at', now)
-outbox_add(base, okey, 'refund_required')
+outbox_add(outbox, okey, 'refund_required')
 return reply('refund')

@@ -11,9 +11,12 @@
 --   <base>outbox         stream paid / refund_required events for the sink
 --   <base>dead           stream outbox entries that failed too often
 --   <base>consumers      hash  outbox consumer name -> last heartbeat (ms)
--- Order keys are derived from the order id inside the scripts: they carry the same hash
--- tag as the declared KEYS, so they live in the same slot. Every check runs before the
--- first write: a script that errors halfway keeps its earlier writes.
+-- Every key that can be known before a call is passed in KEYS. Only keys that depend on
+-- what Redis holds are built inside, from `base`: the order key of an order id read from
+-- a user or deadline entry, and the item / user / holders keys of a stored order's sku
+-- and user. They carry the campaign's hash tag, so they live in the declared keys' slot.
+-- Every check runs before the first write: a script that errors halfway keeps its
+-- earlier writes.
 
 local ORDER_FIELDS = {'id', 'campaign', 'sku', 'user', 'qty', 'amount', 'status',
                       'created', 'pay_by', 'payment_id', 'paid_at'}
@@ -52,7 +55,8 @@ end
 
 -- Moves a PENDING order to `to` ('expired' or 'cancelled'): its units go back on sale
 -- and the user's quota is freed. The caller has checked that the order is pending.
-local function close_pending(base, okey, to, now, retain_ms)
+-- `dkey` is the campaign's deadlines key (from KEYS).
+local function close_pending(base, okey, dkey, to, now, retain_ms)
   local f = redis.call('HMGET', okey, 'id', 'sku', 'user', 'qty')
   local id, sku, user, qty = f[1], f[2], f[3], tonumber(f[4])
   local ikey = base .. 'item:' .. sku
@@ -61,16 +65,16 @@ local function close_pending(base, okey, to, now, retain_ms)
   redis.call('HINCRBY', ikey, to, qty)
   redis.call('HINCRBY', base .. 'user:' .. user, 'held', -qty)
   drop_holder(base, ikey, sku, user, id)
-  redis.call('ZREM', base .. 'deadlines', id)
+  redis.call('ZREM', dkey, id)
   redis.call('HSET', okey, 'status', to, 'closed_at', now)
   redis.call('PEXPIRE', okey, retain_ms)
   return sku, qty
 end
 
--- Appends an outbox event carrying the whole order.
-local function outbox_add(base, okey, event)
+-- Appends an outbox event carrying the whole order to the stream `outbox` (from KEYS).
+local function outbox_add(outbox, okey, event)
   local vals = order_fields(okey)
-  local args = {base .. 'outbox', '*', 'event', event}
+  local args = {outbox, '*', 'event', event}
   for i, name in ipairs(ORDER_FIELDS) do
     if vals[i] then
       args[#args + 1] = name

@@ -5,6 +5,8 @@
 -- KEYS[2]  <base>user:<user>
 -- KEYS[3]  <base>deadlines
 -- KEYS[4]  <base>paused (exists while an operator has paused the campaign)
+-- KEYS[5]  <base>holders:<sku>
+-- KEYS[6]  <base>order:<ARGV[7]> (the new pre-order, written only if one is created)
 -- ARGV[1]  base ("<prefix>:{<campaign>}:")     ARGV[2]  campaign id
 -- ARGV[3]  sku                                 ARGV[4]  user id
 -- ARGV[5]  qty                                 ARGV[6]  per_user_limit (units per campaign)
@@ -22,8 +24,10 @@
 --   {"limit", held}
 --   {"paused"}                      the campaign is paused (checked here so every instance
 --                                   obeys at once, not only after its next refresh)
+-- Built inside: <base>order:<id> of an order id stored in the user's hash (an earlier
+-- order: its idempotency key or pending order), which cannot be known before the call.
 
-local ikey, ukey, dkey = KEYS[1], KEYS[2], KEYS[3]
+local ikey, ukey, dkey, hkey, okey = KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6]
 if redis.call('EXISTS', KEYS[4]) == 1 then
   return {'paused'}
 end
@@ -36,12 +40,12 @@ ensure_item(ikey, ARGV[11])
 if idem ~= '' then
   local prev = redis.call('HGET', ukey, 'i:' .. idem)
   if prev then
-    local okey = base .. 'order:' .. prev
-    if redis.call('EXISTS', okey) == 1 then
-      if redis.call('HGET', okey, 'sku') ~= sku then
+    local prev_key = base .. 'order:' .. prev
+    if redis.call('EXISTS', prev_key) == 1 then
+      if redis.call('HGET', prev_key, 'sku') ~= sku then
         return {'idem_mismatch'}
       end
-      local r = order_fields(okey)
+      local r = order_fields(prev_key)
       table.insert(r, 1, 'existing')
       return r
     end
@@ -50,9 +54,9 @@ end
 
 local pending = redis.call('HGET', ukey, 'p:' .. sku)
 if pending then
-  local okey = base .. 'order:' .. pending
-  if redis.call('HGET', okey, 'status') == 'pending_payment' then
-    local r = order_fields(okey)
+  local pending_key = base .. 'order:' .. pending
+  if redis.call('HGET', pending_key, 'status') == 'pending_payment' then
+    local r = order_fields(pending_key)
     table.insert(r, 1, 'existing')
     return r
   end
@@ -64,7 +68,6 @@ if remaining < qty then
   local hv = redis.call('HGET', ikey, 'hv') or '0'
   local r = {'sold_out', remaining, hv}
   if remaining <= 0 and hv ~= ARGV[12] then
-    local hkey = base .. 'holders:' .. sku
     if redis.call('HLEN', hkey) > MAX_HOLDERS_INLINE then
       r[4] = 'many'
     else
@@ -84,12 +87,11 @@ end
 -- all checks passed: write
 local now = now_ms()
 local pay_by = now + window
-local okey = base .. 'order:' .. id
 redis.call('HINCRBY', ikey, 'remaining', -qty)
 redis.call('HINCRBY', ikey, 'pending', qty)
 redis.call('HINCRBY', ukey, 'held', qty)
 redis.call('HSET', ukey, 'p:' .. sku, id)
-redis.call('HSET', base .. 'holders:' .. sku, user, id)
+redis.call('HSET', hkey, user, id)
 redis.call('HINCRBY', ikey, 'hv', 1)
 if idem ~= '' then
   redis.call('HSET', ukey, 'i:' .. idem, id)

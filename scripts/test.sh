@@ -56,6 +56,13 @@ if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
   useradd --system --user-group --no-create-home --shell /usr/sbin/nologin postgres
 fi
 
+# rust-toolchain.toml pins 1.95.0; a machine that has only its stable toolchain (and no
+# network to fetch another) builds with that instead, and says so.
+if command -v rustup >/dev/null 2>&1 && ! rustup run 1.95.0 rustc --version >/dev/null 2>&1; then
+  log "toolchain 1.95.0 (rust-toolchain.toml) is not installed: using stable"
+  export RUSTUP_TOOLCHAIN=stable
+fi
+
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
   log "installing rustfmt and clippy"
   rustup component add rustfmt clippy
@@ -70,8 +77,8 @@ cargo clippy --all-targets -- -D warnings
 # The Dockerfile's build command, verified here: no Docker engine runs on our machines,
 # so CI runs the image's `RUN cargo build ...` line character for character. Keep the
 # two identical. The tests below run in the release profile to reuse these artifacts.
-log "cargo build --release --locked --bins"
-cargo build --release --locked --bins
+log "cargo build --release --locked --bins --examples"
+cargo build --release --locked --bins --examples
 
 # Integration tests mostly wait on Redis, PostgreSQL and sockets: run twice as many
 # test threads as cores (4 on 2 cores). Override with RUST_TEST_THREADS.

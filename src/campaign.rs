@@ -3,29 +3,21 @@
 //!
 //! Reads are lock-free in effect: the map is an `Arc` swapped whole on reload, and readers
 //! clone the `Arc` under a std `RwLock` held only for that clone (never across an await).
+//! Keeps no clock of its own: callers pass the time, so tests can move it.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use time::OffsetDateTime;
 
 use crate::config::Campaign;
-use crate::stock::CampaignKeys;
+use crate::stock::{CampaignKeys, Holders};
 
 /// After Redis says an item is sold out, answer 409 from memory for this long, then ask
 /// again: stock can come back through cancellation and expiry.
 pub const SOLD_OUT_RECHECK: Duration = Duration::from_millis(250);
-
-/// Who held a pending order of an item when it was last seen sold out: they may still
-/// retry for their order (200), so the local flag must not answer them.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Holders {
-    /// The item's `hv` counter when `users` was read; `None` before the first read.
-    pub version: Option<i64>,
-    pub users: HashSet<String>,
-}
 
 /// One item of a running campaign.
 #[derive(Debug)]
@@ -35,8 +27,8 @@ pub struct ItemState {
     pub stock: u64,
     /// `<base>item:<sku>`, built once.
     pub key: String,
-    /// Until when (ms since the registry's epoch) the item is known sold out.
-    sold_out_until: AtomicU64,
+    /// Until when (unix ms, the caller's clock) the item is known sold out.
+    sold_out_until: AtomicI64,
     /// Last `remaining` read from Redis by the refresher; -1 before the first read.
     pub remaining: AtomicI64,
     /// Snapshot taken when the flag was armed; read-locked only for a lookup, never across an await.
@@ -89,9 +81,11 @@ impl CampaignState {
 
     pub fn window(&self, now: OffsetDateTime) -> Window {
         if now < self.cfg.starts_at {
-            let secs = (self.cfg.starts_at - now).as_seconds_f64().ceil() as u64;
+            let wait = self.cfg.starts_at - now;
+            // Whole seconds, rounded up: at least 1, never 0 (`Retry-After`).
+            let secs = wait.whole_seconds() + i64::from(wait.subsec_nanoseconds() > 0);
             Window::NotStarted {
-                secs_to_start: secs.max(1),
+                secs_to_start: u64::try_from(secs).unwrap_or(1).max(1),
             }
         } else if now >= self.cfg.ends_at {
             Window::Ended
@@ -108,7 +102,6 @@ pub struct Registry {
 
 struct Inner {
     prefix: String,
-    epoch: Instant,
     campaigns: RwLock<Arc<HashMap<String, Arc<CampaignState>>>>,
 }
 
@@ -117,7 +110,6 @@ impl Registry {
         let r = Registry {
             inner: Arc::new(Inner {
                 prefix: prefix.to_string(),
-                epoch: Instant::now(),
                 campaigns: RwLock::new(Arc::default()),
             }),
         };
@@ -142,7 +134,7 @@ impl Registry {
                             price_cents: i.price_cents,
                             stock: i.stock,
                             key: keys.item(&i.sku),
-                            sold_out_until: AtomicU64::new(0),
+                            sold_out_until: AtomicI64::new(0),
                             remaining: AtomicI64::new(
                                 prev.map_or(-1, |p| p.remaining.load(Ordering::Relaxed)),
                             ),
@@ -192,14 +184,10 @@ impl Registry {
             .cloned()
     }
 
-    fn now_ms(&self) -> u64 {
-        self.inner.epoch.elapsed().as_millis() as u64
-    }
-
     /// True while a recent reserve said this item is sold out and `user` held no pending
     /// order of it then (a holder's retry must reach Redis to get its order back).
-    pub fn known_sold_out(&self, item: &ItemState, user: &str) -> bool {
-        item.sold_out_until.load(Ordering::Relaxed) > self.now_ms()
+    pub fn known_sold_out(&self, item: &ItemState, user: &str, now_ms: i64) -> bool {
+        item.sold_out_until.load(Ordering::Relaxed) > now_ms
             && !item
                 .holders
                 .read()
@@ -208,19 +196,15 @@ impl Registry {
                 .contains(user)
     }
 
-    /// Arms the flag, with a fresh holders snapshot when the holders changed.
-    pub fn arm_sold_out(&self, item: &ItemState, fresh: Option<Holders>) {
+    /// Arms the flag until `now_ms` + [`SOLD_OUT_RECHECK`], with a fresh holders snapshot
+    /// when the holders changed.
+    pub fn arm_sold_out(&self, item: &ItemState, fresh: Option<Holders>, now_ms: i64) {
         if let Some(h) = fresh {
             *item.holders.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(h);
         }
-        self.mark_sold_out(item);
-    }
-
-    fn mark_sold_out(&self, item: &ItemState) {
-        item.sold_out_until.store(
-            self.now_ms() + SOLD_OUT_RECHECK.as_millis() as u64,
-            Ordering::Relaxed,
-        );
+        let recheck = i64::try_from(SOLD_OUT_RECHECK.as_millis()).unwrap_or(i64::MAX);
+        item.sold_out_until
+            .store(now_ms.saturating_add(recheck), Ordering::Relaxed);
     }
 }
 
@@ -264,15 +248,21 @@ mod tests {
         let r = Registry::new("fg", &[campaign()]);
         let c = r.get("c1").unwrap();
         let item = c.item("a").unwrap();
-        assert!(!r.known_sold_out(item, "u"));
+        let now = 1_800_000_000_000;
+        assert!(!r.known_sold_out(item, "u", now));
         let holders = Holders {
             version: Some(1),
             users: ["holder".to_string()].into(),
         };
-        r.arm_sold_out(item, Some(holders));
-        assert!(r.known_sold_out(item, "u"));
+        r.arm_sold_out(item, Some(holders), now);
+        assert!(r.known_sold_out(item, "u", now));
+        assert!(r.known_sold_out(item, "u", now + 249));
         assert!(
-            !r.known_sold_out(item, "holder"),
+            !r.known_sold_out(item, "u", now + 250),
+            "after 250 ms the next buy asks Redis again"
+        );
+        assert!(
+            !r.known_sold_out(item, "holder", now),
             "a holder's retry goes to Redis"
         );
         assert_eq!(item.holders_version(), Some(1));

@@ -751,8 +751,8 @@ fn parse_campaign(path: &Path, src: &str) -> Result<Campaign, ConfigError> {
         }
         items.push(Item {
             sku: it.sku.into_inner(),
-            stock: it.stock.into_inner() as u64,
-            price_cents: it.price_cents.into_inner() as u64,
+            stock: it.stock.into_inner().unsigned_abs(), // checked >= 0 above
+            price_cents: it.price_cents.into_inner().unsigned_abs(),
         });
     }
     Ok(Campaign {

@@ -367,10 +367,6 @@ impl Inflight {
     pub fn current(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
-
-    pub fn max(&self) -> usize {
-        self.max
-    }
 }
 
 impl Drop for InflightGuard {

@@ -2,6 +2,9 @@
 //!
 //! Label sets on the buy path are few and fixed; `with_label_values` on them is a hashed
 //! read-locked lookup, cheap next to the Redis round trip.
+//!
+//! Every series whose labels the configuration determines is created at 0 up front (the
+//! `prime_*` calls), so `rate()` and alerts work before the first event (SPEC §7).
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -130,6 +133,42 @@ impl Metrics {
     pub fn requests_family(&self) -> Vec<prometheus::proto::MetricFamily> {
         use prometheus::core::Collector;
         self.requests.collect()
+    }
+
+    /// `flashgate_preorders_total{event}` values (SPEC §7).
+    pub const PREORDER_EVENTS: [&'static str; 5] = [
+        "reserved",
+        "paid",
+        "expired",
+        "cancelled",
+        "refund_required",
+    ];
+
+    /// Creates each campaign's item series at 0: pre-order events and remaining stock.
+    pub fn prime_campaigns(&self, campaigns: &[crate::config::Campaign]) {
+        for c in campaigns {
+            for i in &c.items {
+                for event in Self::PREORDER_EVENTS {
+                    self.preorders.with_label_values(&[&c.id, &i.sku, event]);
+                }
+                self.stock_remaining.with_label_values(&[&c.id, &i.sku]);
+            }
+        }
+    }
+
+    /// Creates the sink's delivery series at 0.
+    pub fn prime_sink(&self, sink: &str) {
+        for result in ["ok", "retry", "failed"] {
+            self.sink_deliveries.with_label_values(&[sink, result]);
+        }
+    }
+
+    /// Creates `flashgate_requests_total{route, outcome}` and the route's histogram at 0.
+    pub fn prime_route(&self, route: &str, outcomes: &[&str]) {
+        for outcome in outcomes {
+            self.requests.with_label_values(&[route, outcome]);
+        }
+        self.duration.with_label_values(&[route]);
     }
 
     pub fn preorder(&self, campaign: &str, sku: &str, event: &str, units: u64) {

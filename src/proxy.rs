@@ -20,9 +20,10 @@
 //! - The URI becomes the upstream's scheme and authority, with the path of `upstream.url`
 //!   (when it is not `/`) put in front of the request's path.
 //!
-//! Failures are answered, never panicked on: the store unreachable or the connection lost
-//! → 502 `bad-gateway`; no response headers within `upstream.timeout` (counted from the
-//! start, so it includes connecting and sending the request body) → 504 `gateway-timeout`.
+//! Failures come back as a typed [`ForwardError`] (the HTTP edge answers them), never a
+//! panic: the store unreachable or the connection lost → `Unreachable` / `Failed` (502
+//! `bad-gateway`); no response headers within `upstream.timeout` (counted from the start,
+//! so it includes connecting and sending the request body) → `Timeout` (504).
 //! A request is re-sent only when hyper saw it fail on a stale pooled connection before a
 //! single byte was written, so the store never sees a request twice.
 //!
@@ -38,14 +39,18 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Parts, PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt};
+use http_body_util::{
+    combinators::{BoxBody, UnsyncBoxBody},
+    BodyExt, Empty,
+};
 use hyper::body::Body;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::config::UpstreamConfig;
-use crate::http::problem::Problem;
-use crate::http::ResBody;
+
+/// The body of a response from the store: streamed as it arrives.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -82,6 +87,23 @@ pub enum ProxyError {
     UnsupportedScheme { url: String },
     #[error("upstream.timeout must be greater than zero")]
     ZeroTimeout,
+}
+
+/// Why a request could not be forwarded; the store saw nothing, or the exchange broke.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ForwardError {
+    #[error("CONNECT is not proxied")]
+    ConnectMethod,
+    #[error("the request target cannot be forwarded")]
+    BadTarget,
+    #[error("cannot connect to the store")]
+    Unreachable,
+    #[error("the connection to the store failed")]
+    Failed,
+    #[error("the store did not answer in time")]
+    Timeout,
+    #[error("the store switched protocols unasked")]
+    UnaskedSwitch,
 }
 
 /// The pass-through to the store. Cheap to clone: one `Arc`; clones share the pool.
@@ -152,37 +174,25 @@ impl Proxy {
         })
     }
 
-    /// Sends `req` to the store and streams its response back; answers 502 / 504 itself
-    /// when the store cannot be reached in time. `CONNECT` is refused with 405.
+    /// Sends `req` to the store and streams its response back, or says why it could not.
     pub async fn forward<B>(
         &self,
         req: Request<B>,
         client_ip: IpAddr,
         request_id: Option<&str>,
-    ) -> Response<ResBody>
+    ) -> Result<Response<ProxyBody>, ForwardError>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         if req.method() == Method::CONNECT {
-            return Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                "Method not allowed",
-                "CONNECT is not proxied",
-            )
-            .into_response();
+            return Err(ForwardError::ConnectMethod);
         }
         let (mut head, body) = req.into_parts();
-        let Some(uri) = self.inner.upstream_uri(&head.uri) else {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                "bad-request",
-                "Bad request",
-                "the request target cannot be forwarded",
-            )
-            .into_response();
-        };
+        let uri = self
+            .inner
+            .upstream_uri(&head.uri)
+            .ok_or(ForwardError::BadTarget)?;
         head.uri = uri;
         let upgrade = Upgrade::requested(&mut head);
         // Our own hop to the store: keep-alive HTTP/1.1 whatever the client spoke.
@@ -198,8 +208,7 @@ impl Proxy {
             Ok(Ok(mut res)) if res.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 let Some(client_side) = upgrade else {
                     tracing::warn!(request_id, "the store switched protocols unasked");
-                    return Problem::bad_gateway("the store switched protocols unasked")
-                        .into_response();
+                    return Err(ForwardError::UnaskedSwitch);
                 };
                 let store_side = hyper::upgrade::on(&mut res);
                 let (mut head, _) = res.into_parts();
@@ -209,26 +218,26 @@ impl Proxy {
                     keep_upgrade(&mut head.headers, protocol);
                 }
                 client_side.tunnel_to(store_side, request_id);
-                Response::from_parts(head, crate::http::full(Bytes::new()))
+                let empty = Empty::new().map_err(|never| match never {}).boxed();
+                Ok(Response::from_parts(head, empty))
             }
             Ok(Ok(res)) => {
                 let (mut head, body) = res.into_parts();
                 head.version = Version::HTTP_11;
                 strip_hop_by_hop(&mut head.headers);
-                Response::from_parts(head, body.boxed())
+                Ok(Response::from_parts(head, body.boxed()))
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = ?e, request_id, "upstream request failed");
-                let detail = if e.is_connect() {
-                    "cannot connect to the store"
+                Err(if e.is_connect() {
+                    ForwardError::Unreachable
                 } else {
-                    "the connection to the store failed"
-                };
-                Problem::bad_gateway(detail).into_response()
+                    ForwardError::Failed
+                })
             }
             Err(_elapsed) => {
                 tracing::warn!(timeout = ?self.inner.timeout, request_id, "upstream timed out");
-                Problem::gateway_timeout("the store did not answer in time").into_response()
+                Err(ForwardError::Timeout)
             }
         }
     }

@@ -1,4 +1,5 @@
-//! Accept loops (public, admin), connection timeouts, background tasks and graceful drain.
+//! Accept loops (public, admin), connection timeouts and graceful drain; `start` wires
+//! the sale (`core`) and its HTTP edge together and starts the sale's background work.
 //!
 //! `start` binds both listeners (port 0 works, for tests), spawns everything and returns
 //! the bound addresses; `run` is `start` + wait for a shutdown signal + drain.
@@ -15,15 +16,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::campaign::Registry;
-use crate::http::{self, App};
-use crate::identity::{ClientIp, Identity};
-use crate::limit::{Inflight, Limiters};
-use crate::metrics::Metrics;
-use crate::orders::payment::SignatureVerifier;
-use crate::orders::{outbox, sweeper};
-use crate::proxy::Proxy;
-use crate::stock::Store;
+use crate::clock::Clock;
+use crate::core::{Sale, SetupError};
+use crate::http::{self, Edge, EdgeError};
 use crate::Config;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,21 +28,17 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("identity: {0}")]
-    Identity(#[from] crate::identity::IdentityError),
-    #[error("upstream: {0}")]
-    Proxy(#[from] crate::proxy::ProxyError),
-    #[error("redis: {0}")]
-    Store(#[from] crate::stock::StoreError),
-    #[error("orders sink: {0}")]
-    Sink(#[from] crate::sink::SinkError),
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error(transparent)]
+    Edge(#[from] EdgeError),
 }
 
-/// A started gateway: its bound addresses and the handle to stop it.
+/// A started gateway: its bound addresses, its sale, and the handle to stop it.
 pub struct Running {
     pub public_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    pub app: Arc<App>,
+    pub sale: Sale,
     shutdown: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -91,92 +82,29 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         source,
     })?;
 
-    let store = Store::new(&cfg.redis)?;
-    let metrics = Metrics::new();
-    let registry = Registry::new(&cfg.redis.key_prefix, &cfg.campaigns);
-    let limiters = Limiters::new(&cfg.limits);
-    let sink = crate::sink::from_config(&cfg).await?;
-    let app = Arc::new(App {
-        identity: Identity::from_config(&cfg.identity, &cfg.secrets)?,
-        client_ip: ClientIp::new(&cfg.server.trusted_proxies),
-        inflight: Inflight::new(cfg.server.max_inflight),
-        proxy: Proxy::new(&cfg.upstream)?,
-        payments: SignatureVerifier::new(
-            cfg.secrets.payment_secret.as_deref(),
-            cfg.payment.tolerance.0,
-        ),
-        admin_token: cfg.secrets.admin_token.clone(),
-        campaigns_dir: cfg.campaigns_dir.clone(),
-        max_body: cfg.server.max_body_bytes,
-        body_timeout: cfg.server.header_read_timeout.0.max(Duration::from_secs(1)),
-        registry: registry.clone(),
-        store: store.clone(),
-        limiters: limiters.clone(),
-        metrics: metrics.clone(),
-        stock_loaded: Default::default(),
-    });
-    if cfg.secrets.payment_secret.is_none() {
-        tracing::warn!(env = %cfg.payment.secret_env, "no payment secret set: every payment callback will get 401");
-    }
-
+    let sale = Sale::from_config(&cfg, Clock::system()).await?;
+    let edge = Arc::new(Edge::new(&cfg, sale.clone())?);
     let (shutdown, rx) = watch::channel(false);
-    // Connect before serving when Redis is there (no 503s at boot); when it is not, serve
-    // anyway (failing closed) and keep trying in the background.
-    let connected = store.conn().try_connect().await;
-    if !connected {
-        store.conn().connect_in_background();
-    } else if app.store.ready().await.is_ok() && http::admin::load_stock(&app).await.is_ok() {
-        app.stock_loaded
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-    let background = vec![
-        tokio::spawn(bootstrap(app.clone(), rx.clone())), // returns at once when start() loaded stock
-        tokio::spawn(refresh(app.clone(), rx.clone())),
-        tokio::spawn(sweeper::run(
-            store.clone(),
-            registry.clone(),
-            metrics.clone(),
-            cfg.orders.sweep_interval.0,
-            rx.clone(),
-        )),
-        tokio::spawn(
-            outbox::Consumer {
-                store,
-                registry,
-                metrics,
-                sink,
-                cfg: cfg.orders.clone(),
-                name: outbox::consumer_name(),
-            }
-            .run(rx.clone()),
-        ),
-        limiters.spawn_gc(Duration::from_secs(10), rx.clone()),
-    ];
+    sale.connect().await;
+    let background = sale.spawn_background(&rx);
     let timeout = cfg.server.header_read_timeout.0;
     let grace = cfg.server.shutdown_grace.0;
     let listeners = vec![
         tokio::spawn(accept(
             public,
             Surface::Public,
-            app.clone(),
+            edge.clone(),
             timeout,
             grace,
             rx.clone(),
         )),
-        tokio::spawn(accept(
-            admin,
-            Surface::Admin,
-            app.clone(),
-            timeout,
-            grace,
-            rx,
-        )),
+        tokio::spawn(accept(admin, Surface::Admin, edge, timeout, grace, rx)),
     ];
     tracing::info!(%public_addr, %admin_addr, campaigns = cfg.campaigns.len(), "flashgate listening");
     Ok(Running {
         public_addr,
         admin_addr,
-        app,
+        sale,
         shutdown,
         listeners,
         background,
@@ -189,14 +117,14 @@ pub async fn run(
     signal: impl std::future::Future<Output = ()>,
 ) -> Result<(), StartError> {
     let running = start(cfg).await?;
-    let app = running.app.clone();
+    let sale = running.sale.clone();
     let hup = tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
             return;
         };
         while hup.recv().await.is_some() {
-            if let Err(e) = http::admin::reload(&app).await {
+            if let Err(e) = sale.reload().await {
                 tracing::error!(error = %e, "reload refused; the running campaigns are unchanged");
             }
         }
@@ -211,7 +139,7 @@ pub async fn run(
 async fn accept(
     listener: TcpListener,
     surface: Surface,
-    app: Arc<App>,
+    edge: Arc<Edge>,
     header_timeout: Duration,
     grace: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -238,13 +166,13 @@ async fn accept(
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let edge = edge.clone();
         let svc = service_fn(move |req| {
-            let app = app.clone();
+            let edge = edge.clone();
             async move {
                 Ok::<_, Infallible>(match surface {
-                    Surface::Public => http::public(&app, req, peer.ip()).await,
-                    Surface::Admin => http::admin::handle(&app, req).await,
+                    Surface::Public => http::public(&edge, req, peer.ip()).await,
+                    Surface::Admin => http::admin::handle(&edge, req).await,
                 })
             }
         });
@@ -270,70 +198,5 @@ async fn accept(
     let _ = drain.send(());
     if tokio::time::timeout(grace, drain.closed()).await.is_err() {
         tracing::warn!(?grace, "grace period over; closing remaining connections");
-    }
-}
-
-/// Once Redis answers: load scripts and the campaigns' stock (only where absent).
-async fn bootstrap(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        if app.stock_loaded.load(std::sync::atomic::Ordering::Relaxed) {
-            return;
-        }
-        if app.store.ready().await.is_ok() && http::admin::load_stock(&app).await.is_ok() {
-            app.stock_loaded
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            return;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
-/// Once a second: per-item `remaining` for the public view and the gauges.
-async fn refresh(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        app.metrics.inflight.set(app.inflight.current() as i64);
-        app.metrics.limiter_keys.set(app.limiters.len() as i64);
-        if app.store.conn().get().is_err() {
-            continue;
-        }
-        let snapshot = app.registry.snapshot();
-        for c in snapshot.values() {
-            if let Ok(paused) = app.store.paused(&c.keys).await {
-                c.paused.store(paused, std::sync::atomic::Ordering::Relaxed);
-            }
-            let keys: Vec<String> = c.items.iter().map(|i| i.key.clone()).collect();
-            if let Ok(stats) = app.store.item_stats(&keys).await {
-                for (i, s) in c.items.iter().zip(stats) {
-                    i.remaining
-                        .store(s.remaining, std::sync::atomic::Ordering::Relaxed);
-                    app.metrics
-                        .stock_remaining
-                        .with_label_values(&[&c.cfg.id, &i.sku])
-                        .set(s.remaining);
-                }
-            }
-        }
-        let (mut pending, mut dead) = (0, 0);
-        for (_, keys) in app
-            .store
-            .known_campaigns(app.registry.ids())
-            .await
-            .unwrap_or_default()
-        {
-            if let Ok((p, d)) = app.store.outbox_counts(&keys).await {
-                pending += p;
-                dead += d;
-            }
-        }
-        app.metrics.outbox_pending.set(pending as i64);
-        app.metrics.outbox_dead.set(dead as i64);
     }
 }

@@ -574,7 +574,7 @@ async fn after_a_sell_out_the_local_flag_spares_redis() {
             "sold-out",
         );
     }
-    let windows = started.elapsed().as_millis() as u64 / 250 + 1;
+    let windows = flashgate::clock::millis(started.elapsed()) / 250 + 1;
     let calls = script_calls(&mut con).await;
     assert!(
         (1..=windows).contains(&calls),

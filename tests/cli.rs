@@ -196,10 +196,8 @@ fn check_names_file_line_and_column_of_a_gateway_error() {
     cfg.write();
     let stderr = assert_check_error(&check(&cfg.path()), "gateway.toml", {
         let text = cfg.gateway_toml();
-        text.lines()
-            .position(|l| l.starts_with("max_inflght"))
-            .unwrap() as u32
-            + 1
+        let line = text.lines().position(|l| l.starts_with("max_inflght"));
+        u32::try_from(line.unwrap()).unwrap() + 1
     });
     assert!(stderr.contains("max_inflght"), "{stderr}");
 }

@@ -97,7 +97,11 @@ async fn a_flash_crowd_on_a_cluster_sells_exactly_the_stock_of_each_campaign() {
         let won = winners.iter().filter(|(c, _)| c == id).count();
         assert_eq!(won as u64, STOCK, "campaign {id} sold exactly its stock");
         let s = ledger(&*gw, id, SKU).await;
-        assert_eq!((s.remaining, s.pending), (0, STOCK as i64), "{id}: {s:?}");
+        assert_eq!(
+            (s.remaining, s.pending),
+            (0, i64::try_from(STOCK).unwrap()),
+            "{id}: {s:?}"
+        );
         // The campaign's keys really are on the node its hash tag maps to.
         let port = e.cluster.port_for_key(&format!("{{{id}}}"));
         let key = format!("{PREFIX}:{{{id}}}:item:{SKU}");

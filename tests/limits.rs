@@ -357,9 +357,9 @@ async fn max_inflight_sheds_buys_beyond_the_cap_with_503() {
         bearer("holder")
     );
     held.write_all(head.as_bytes()).await.unwrap();
-    let app = gw.running.app.clone();
+    let sale = gw.running.sale.clone();
     eventually("one buy in flight", Duration::from_secs(5), || async {
-        (app.inflight.current() == 1).then_some(())
+        (sale.inflight().current() == 1).then_some(())
     })
     .await;
 
@@ -375,7 +375,7 @@ async fn max_inflight_sheds_buys_beyond_the_cap_with_503() {
     let status = read_status_line(&mut held).await;
     assert!(status.starts_with("HTTP/1.1 201"), "{status}");
     eventually("the slot is released", Duration::from_secs(5), || async {
-        (app.inflight.current() == 0).then_some(())
+        (sale.inflight().current() == 0).then_some(())
     })
     .await;
     assert_eq!(buy(gw, "cap", "b1", &[]).await.status, 201);

@@ -344,7 +344,8 @@ async fn removing_a_campaign_does_not_strand_its_paid_orders() {
 async fn only_silent_consumers_holding_nothing_are_forgotten() {
     let s = Setup::new(CampaignSpec::new("forget").item(SKU, 1, PRICE)).await;
     let cfg = s.cfg.load();
-    let store = flashgate::stock::Store::new(&cfg.redis).expect("store");
+    let errors = prometheus::IntCounter::new("redis_errors", "test").expect("counter");
+    let store = flashgate::stock::Store::new(&cfg.redis, errors).expect("store");
     assert!(store.conn().try_connect().await);
     let mut con = store.conn().dedicated().await.expect("connection");
     let keys = store.keys("forget");
@@ -427,7 +428,7 @@ async fn forgetting_consumers_under_churn_loses_no_paid_order() {
     });
     let mut i = 0u32;
     while !paying.is_finished() || i < 8 {
-        s.store.set_failing(i % 2 == 0);
+        s.store.set_failing(i.is_multiple_of(2));
         let mut ghost = redis::cmd("XGROUP");
         ghost
             .arg("CREATECONSUMER")

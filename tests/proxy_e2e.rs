@@ -11,7 +11,7 @@ use common::*;
 struct Env {
     gw: Gateway,
     _cfg: TestConfig,
-    _store: TestStore,
+    store: TestStore,
     _redis: RedisServer,
 }
 
@@ -28,7 +28,7 @@ async fn env_with(upstream: Option<&str>, tweak: impl FnOnce(&mut TestConfig)) -
     Env {
         gw,
         _cfg: cfg,
-        _store: store,
+        store,
         _redis: redis,
     }
 }
@@ -178,34 +178,54 @@ async fn hop_by_hop_headers_are_dropped() {
     assert!(res.header("keep-alive").is_none());
 }
 
+/// SPEC §4: `/seckill/` and `/payments/` belong to flashgate. A path there that matches no
+/// route is 404 and a known path with another method is 405 with `Allow` — never proxied
+/// (a guessed `POST …/cancel` answered 200 by the store would make a client believe it
+/// cancelled). Paths merely starting with the same letters are the store's.
 #[tokio::test]
-async fn flash_sale_routes_are_not_proxied_but_their_neighbours_are() {
+async fn flash_sale_paths_are_never_proxied_but_their_neighbours_are() {
     let e = env().await;
     let gw = &e.gw;
-    // Ours: answered by the gateway (problem+json, not the store's echo).
     let res = send("GET", &gw.url("/seckill/campaigns/sale"), &[], None).await;
     assert_eq!(res.status, 200);
     assert_eq!(res.json()["id"], "sale");
-    // Not ours: a deeper path and another method go to the store.
-    let res = send(
-        "GET",
-        &gw.url("/seckill/campaigns/sale/items/a/orders/x"),
-        &[],
-        None,
-    )
-    .await;
+    let echoed = e.store.echo_requests();
+    for (method, path) in [
+        ("GET", "/seckill/campaigns/sale/items/a/orders/x"),
+        (
+            "POST",
+            "/seckill/orders/01JZZZZZZZZZZZZZZZZZZZZZZZ.sale/cancel",
+        ),
+        ("GET", "/seckill/"),
+        ("POST", "/payments/refund"),
+    ] {
+        let res = send(method, &gw.url(path), &[], None).await;
+        assert_eq!(res.status, 404, "{method} {path}: {}", res.text());
+        assert_eq!(res.json()["type"], "urn:flashgate:problem:not-found");
+    }
+    for (method, path, allow) in [
+        ("GET", "/seckill/campaigns/sale/items/a/orders", "POST"),
+        ("POST", "/seckill/orders/x.sale", "GET, DELETE"),
+        ("GET", "/payments/callback", "POST"),
+        ("PUT", "/seckill/campaigns/sale", "GET"),
+    ] {
+        let res = send(method, &gw.url(path), &[], None).await;
+        assert_eq!(res.status, 405, "{method} {path}: {}", res.text());
+        assert_eq!(res.header("allow"), Some(allow), "{method} {path}");
+        assert_eq!(
+            res.json()["type"],
+            "urn:flashgate:problem:method-not-allowed"
+        );
+    }
     assert_eq!(
-        res.json()["path"],
-        "/seckill/campaigns/sale/items/a/orders/x"
+        e.store.echo_requests(),
+        echoed,
+        "none of these reached the store"
     );
-    let res = send(
-        "GET",
-        &gw.url("/seckill/campaigns/sale/items/a/orders"),
-        &[],
-        None,
-    )
-    .await;
-    assert_eq!(res.json()["method"], "GET");
+    for path in ["/seckillfoo", "/payments-help", "/products/seckill"] {
+        let res = send("GET", &gw.url(path), &[], None).await;
+        assert_eq!(res.json()["path"], path, "{path} is the store's");
+    }
     assert_eq!(e.gw.item_stats("sale", "a").await["pending"], 0);
 }
 

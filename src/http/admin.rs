@@ -1,26 +1,61 @@
 //! The admin listener (SPEC §7): metrics, health, the per-item ledger, reload, stock
-//! adjustment, pause/resume, the outbox. `/admin/*` needs the admin token when one is set,
-//! as a Bearer token or as the password of HTTP Basic auth (so a browser can open it).
-
-use std::sync::atomic::Ordering;
+//! adjustment, pause/resume, the outbox, the live status page. `/admin/*` needs the admin
+//! token when one is set, as a Bearer token or as the password of HTTP Basic auth (so a
+//! browser can open it).
 
 use base64::Engine;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
+use subtle::ConstantTimeEq;
 
 use super::problem::Problem;
-use super::{full, json, read_body, segment, App, ResBody};
-use crate::config::{load_campaigns, ConfigError};
+use super::{full, json, json_of, Edge, ResBody};
+use crate::core::{BadInput, SaleError};
 
-/// How many dead letters one replay call moves per campaign.
-const REPLAY_BATCH: usize = 10_000;
+/// An admin route with its parsed ids.
+enum AdminRoute<'a> {
+    Campaigns,
+    StatusPage,
+    Status,
+    Reload,
+    Outbox,
+    ReplayDead,
+    PauseAll(bool),
+    Pause { campaign: &'a str, paused: bool },
+    Stock { campaign: &'a str, sku: &'a str },
+}
 
-pub async fn handle(app: &App, req: Request<Incoming>) -> Response<ResBody> {
-    let path = req.uri().path().to_string();
+fn admin_route<'a>(method: &Method, path: &'a str) -> Option<AdminRoute<'a>> {
+    use AdminRoute as R;
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    Some(match (method, segments.as_slice()) {
+        (&Method::GET, ["admin", "campaigns"]) => R::Campaigns,
+        (&Method::GET, ["admin"] | ["admin", ""]) => R::StatusPage,
+        (&Method::GET, ["admin", "status.json"]) => R::Status,
+        (&Method::POST, ["admin", "reload"]) => R::Reload,
+        (&Method::GET, ["admin", "outbox"]) => R::Outbox,
+        (&Method::POST, ["admin", "outbox", "replay-dead"]) => R::ReplayDead,
+        (&Method::POST, ["admin", "pause"]) => R::PauseAll(true),
+        (&Method::POST, ["admin", "resume"]) => R::PauseAll(false),
+        (&Method::POST, ["admin", "campaigns", campaign, action @ ("pause" | "resume")]) => {
+            R::Pause {
+                campaign,
+                paused: *action == "pause",
+            }
+        }
+        (&Method::POST, ["admin", "campaigns", campaign, "items", sku, "stock"]) => {
+            R::Stock { campaign, sku }
+        }
+        _ => return None,
+    })
+}
+
+pub async fn handle(edge: &Edge, req: Request<Incoming>) -> Response<ResBody> {
+    let path = req.uri().path().to_owned();
     match (req.method(), path.as_str()) {
         (&Method::GET, "/metrics") => {
-            let mut res = Response::new(full(app.metrics.render()));
+            let mut res = Response::new(full(edge.sale.metrics().render()));
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -29,10 +64,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<ResBody> {
         }
         (&Method::GET, "/healthz") => return json(StatusCode::OK, br#"{"status":"ok"}"#.to_vec()),
         (&Method::GET, "/readyz") => {
-            return match app.store.ready().await {
-                Ok(()) if !app.stock_loaded.load(Ordering::Relaxed) => {
-                    Problem::unavailable("loading campaign stock").into_response()
-                }
+            return match edge.sale.ready().await {
                 Ok(()) => json(StatusCode::OK, br#"{"status":"ready"}"#.to_vec()),
                 Err(e) => Problem::unavailable(e.to_string()).into_response(),
             }
@@ -42,47 +74,71 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<ResBody> {
     if !path.starts_with("/admin") {
         return Problem::not_found("no such admin endpoint").into_response();
     }
-    if !authorized(app, req.headers()) {
-        let mut res = Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "Unauthenticated",
-            "admin token required",
-        )
-        .into_response();
-        res.headers_mut().insert(
+    if !authorized(edge, req.headers()) {
+        let mut p = Problem::unauthenticated("admin token required");
+        p.headers.push((
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Basic realm=\"flashgate\""),
-        );
-        return res;
+        ));
+        return p.into_response();
     }
-    let result = match (req.method(), path.as_str()) {
-        (&Method::GET, "/admin/campaigns") => campaigns_json(app)
-            .await
-            .map(|v| json(StatusCode::OK, v.to_string().into_bytes())),
-        (&Method::GET, "/admin/") | (&Method::GET, "/admin") => Ok(status_page()),
-        (&Method::GET, "/admin/status.json") => status(app).await,
-        (&Method::POST, "/admin/reload") => reload(app)
-            .await
-            .map_err(|e| Problem::bad_request(e.to_string()))
-            .map(|n| {
-                json(
-                    StatusCode::OK,
-                    serde_json::json!({"reloaded": n}).to_string().into_bytes(),
-                )
-            }),
-        (&Method::GET, "/admin/outbox") => outbox_json(app)
-            .await
-            .map(|v| json(StatusCode::OK, v.to_string().into_bytes())),
-        (&Method::POST, "/admin/outbox/replay-dead") => replay_dead(app).await,
-        (&Method::POST, p) if p.starts_with("/admin/campaigns/") => campaign_action(app, req).await,
-        _ => Err(Problem::not_found("no such admin endpoint")),
+    let Some(route) = admin_route(req.method(), &path) else {
+        return Problem::not_found("no such admin endpoint").into_response();
     };
-    result.unwrap_or_else(Problem::into_response)
+    run(edge, route, req)
+        .await
+        .unwrap_or_else(Problem::into_response)
 }
 
-fn authorized(app: &App, headers: &http::HeaderMap) -> bool {
-    let Some(token) = app.admin_token.as_deref() else {
+async fn run(
+    edge: &Edge,
+    route: AdminRoute<'_>,
+    req: Request<Incoming>,
+) -> Result<Response<ResBody>, Problem> {
+    let sale = &edge.sale;
+    let ok = |v: serde_json::Value| json_of(StatusCode::OK, &v);
+    Ok(match route {
+        AdminRoute::Campaigns => ok(serde_json::json!({"campaigns": sale.ledgers().await?})),
+        AdminRoute::StatusPage => status_page(),
+        AdminRoute::Status => ok(status(edge).await?),
+        AdminRoute::Reload => match sale.reload().await {
+            Ok(n) => ok(serde_json::json!({"reloaded": n})),
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused; the running campaigns are unchanged");
+                return Err(e.into());
+            }
+        },
+        AdminRoute::Outbox => json_of(StatusCode::OK, &sale.outbox().await?),
+        AdminRoute::ReplayDead => ok(serde_json::json!({"replayed": sale.replay_dead().await?})),
+        AdminRoute::PauseAll(paused) => {
+            let campaigns = sale.set_paused_all(paused).await?;
+            ok(serde_json::json!({"campaigns": campaigns, "paused": paused}))
+        }
+        AdminRoute::Pause { campaign, paused } => {
+            sale.set_paused(campaign, paused).await?;
+            ok(serde_json::json!({"campaign": campaign, "paused": paused}))
+        }
+        AdminRoute::Stock { campaign, sku } => {
+            let (parts, body) = req.into_parts();
+            let raw = edge.read_body(&parts.headers, body).await?;
+            let d: StockDelta = serde_json::from_slice(&raw)
+                .map_err(|e| BadInput::invalid(format!("expected {{\"delta\": n}}: {e}")))?;
+            let remaining = sale.adjust_stock(campaign, sku, d.delta).await?;
+            ok(serde_json::json!({
+                "campaign": campaign, "sku": sku, "delta": d.delta, "remaining": remaining,
+            }))
+        }
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StockDelta {
+    delta: i64,
+}
+
+fn authorized(edge: &Edge, headers: &http::HeaderMap) -> bool {
+    let Some(token) = edge.admin_token.as_deref() else {
         return true;
     };
     let Some(auth) = headers
@@ -104,34 +160,7 @@ fn authorized(app: &App, headers: &http::HeaderMap) -> bool {
     } else {
         return false;
     };
-    constant_time_eq(&given, token.as_bytes())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Re-reads every campaign file; a bad file leaves the running set untouched.
-/// Stock of new items is loaded into Redis (only if absent); existing stock is never re-added.
-pub async fn reload(app: &App) -> Result<usize, ConfigError> {
-    let campaigns = load_campaigns(&app.campaigns_dir)?;
-    app.registry.replace(&campaigns);
-    if let Err(e) = load_stock(app).await {
-        tracing::warn!(error = %e, "stock not loaded yet; the first buy of each item loads it");
-    }
-    tracing::info!(campaigns = campaigns.len(), "campaigns reloaded");
-    Ok(campaigns.len())
-}
-
-/// Loads the running campaigns' stock into Redis where it is absent (never re-adds it).
-pub async fn load_stock(app: &App) -> Result<(), crate::stock::StoreError> {
-    app.store.remember_campaigns(&app.registry.ids()).await?;
-    for c in app.registry.snapshot().values() {
-        for i in &c.items {
-            app.store.init_item(&c.keys, &i.sku, i.stock).await?;
-        }
-    }
-    Ok(())
+    given.ct_eq(token.as_bytes()).into()
 }
 
 /// The live status page: one self-contained HTML file, compiled into the binary.
@@ -146,12 +175,17 @@ fn status_page() -> Response<ResBody> {
     res
 }
 
+/// A counter's value as the integer it is (counters hold whole, non-negative numbers).
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn whole(v: f64) -> u64 {
+    v as u64
+}
+
 /// What the status page polls: the ledger, the outbox and the request counters.
-async fn status(app: &App) -> Result<Response<ResBody>, Problem> {
-    let campaigns = campaigns_json(app).await?;
-    let outbox = outbox_json(app).await?;
+async fn status(edge: &Edge) -> Result<serde_json::Value, SaleError> {
+    let sale = &edge.sale;
     let mut requests = Vec::new();
-    for family in app.metrics.requests_family() {
+    for family in sale.metrics().requests_family() {
         for m in family.get_metric() {
             let label = |n: &str| {
                 m.get_label()
@@ -162,135 +196,15 @@ async fn status(app: &App) -> Result<Response<ResBody>, Problem> {
             requests.push(serde_json::json!({
                 "route": label("route"),
                 "outcome": label("outcome"),
-                "total": m.get_counter().get_value() as u64,
+                "total": whole(m.get_counter().get_value()),
             }));
         }
     }
-    let now = time::OffsetDateTime::now_utc();
-    let body = serde_json::json!({
-        "server_time": crate::stock::order::rfc3339_ms((now.unix_timestamp_nanos() / 1_000_000) as i64),
-        "campaigns": campaigns["campaigns"],
-        "outbox": outbox,
+    let now = crate::clock::unix_ms(sale.clock().now());
+    Ok(serde_json::json!({
+        "server_time": crate::stock::order::rfc3339_ms(now),
+        "campaigns": sale.ledgers().await?,
+        "outbox": sale.outbox().await?,
         "requests": requests,
-    });
-    Ok(json(StatusCode::OK, body.to_string().into_bytes()))
-}
-
-async fn campaigns_json(app: &App) -> Result<serde_json::Value, Problem> {
-    let snapshot = app.registry.snapshot();
-    let mut ids: Vec<_> = snapshot.keys().collect();
-    ids.sort();
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        let c = &snapshot[id];
-        let keys: Vec<String> = c.items.iter().map(|i| i.key.clone()).collect();
-        let stats = app.store.item_stats(&keys).await?;
-        let items: Vec<_> = c
-            .items
-            .iter()
-            .zip(stats)
-            .map(|(i, s)| {
-                let mut v = serde_json::to_value(s).unwrap_or_default();
-                v["sku"] = i.sku.clone().into();
-                v["price_cents"] = i.price_cents.into();
-                v["ledger_ok"] = s.ledger_holds().into();
-                v
-            })
-            .collect();
-        out.push(serde_json::json!({
-            "id": c.cfg.id,
-            "name": c.cfg.name,
-            "paused": c.paused.load(Ordering::Relaxed),
-            "per_user_limit": c.cfg.per_user_limit,
-            "items": items,
-        }));
-    }
-    Ok(serde_json::json!({"campaigns": out}))
-}
-
-async fn outbox_json(app: &App) -> Result<serde_json::Value, Problem> {
-    let (mut pending, mut dead, mut per) = (0, 0, Vec::new());
-    for (id, keys) in app.store.known_campaigns(app.registry.ids()).await? {
-        let (p, d) = app.store.outbox_counts(&keys).await?;
-        pending += p;
-        dead += d;
-        per.push(serde_json::json!({"campaign": id, "pending": p, "dead": d}));
-    }
-    Ok(serde_json::json!({"pending": pending, "dead": dead, "campaigns": per}))
-}
-
-async fn replay_dead(app: &App) -> Result<Response<ResBody>, Problem> {
-    let mut moved = 0;
-    for (_, keys) in app.store.known_campaigns(app.registry.ids()).await? {
-        moved += app.store.replay_dead(&keys, REPLAY_BATCH).await?;
-    }
-    Ok(json(
-        StatusCode::OK,
-        serde_json::json!({"replayed": moved})
-            .to_string()
-            .into_bytes(),
-    ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StockDelta {
-    delta: i64,
-}
-
-/// `/admin/campaigns/{id}/pause|resume` and `/admin/campaigns/{id}/items/{sku}/stock`.
-async fn campaign_action(app: &App, req: Request<Incoming>) -> Result<Response<ResBody>, Problem> {
-    let (parts, body) = req.into_parts();
-    let path = parts.uri.path();
-    let id = segment(path, 2);
-    let c = app
-        .registry
-        .get(id)
-        .ok_or_else(|| Problem::not_found(format!("no campaign {id:?}")))?;
-    let action = (
-        segment(path, 3),
-        segment(path, 4),
-        segment(path, 5),
-        segment(path, 6),
-    );
-    match action {
-        ("pause", "", _, _) | ("resume", "", _, _) => {
-            let paused = action.0 == "pause";
-            app.store.set_paused(&c.keys, paused).await?;
-            c.paused.store(paused, Ordering::Relaxed);
-            tracing::info!(campaign = %id, paused, "campaign pause switch");
-            Ok(json(
-                StatusCode::OK,
-                serde_json::json!({"campaign": id, "paused": paused})
-                    .to_string()
-                    .into_bytes(),
-            ))
-        }
-        ("items", sku, "stock", "") => {
-            let item = c
-                .item(sku)
-                .ok_or_else(|| Problem::not_found(format!("no item {sku:?}")))?;
-            let raw = read_body(app, &parts.headers, body).await?;
-            let d: StockDelta = serde_json::from_slice(&raw)
-                .map_err(|e| Problem::bad_request(format!("expected {{\"delta\": n}}: {e}")))?;
-            match app
-                .store
-                .adjust(&c.keys, &item.sku, d.delta, item.stock)
-                .await?
-            {
-                Ok(remaining) => {
-                    item.remaining.store(remaining, Ordering::Relaxed);
-                    tracing::info!(campaign = %id, sku, delta = d.delta, remaining, "stock adjusted");
-                    Ok(json(
-                        StatusCode::OK,
-                        serde_json::json!({"campaign": id, "sku": sku, "delta": d.delta, "remaining": remaining})
-                            .to_string()
-                            .into_bytes(),
-                    ))
-                }
-                Err(remaining) => Err(Problem::stock_conflict(remaining)),
-            }
-        }
-        _ => Err(Problem::not_found("no such admin endpoint")),
-    }
+    }))
 }

@@ -1,33 +1,32 @@
-//! HTTP surfaces: the router and one file per surface. No business logic lives here:
-//! handlers parse requests, call the domain modules, and map results through `problem`.
+//! The HTTP edge: the router and one file per surface (seckill, orders, payments, admin).
+//! No business logic lives here: a handler parses the request, calls the sale
+//! (`crate::core`), and maps the outcome — errors through `problem`, the one map.
 
 pub mod admin;
-pub mod orders;
-pub mod payments;
+mod orders;
+mod payments;
 pub mod problem;
-pub mod seckill;
+mod route;
+mod seckill;
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-use crate::campaign::Registry;
-use crate::identity::{ClientIp, Identity};
-use crate::limit::{Inflight, Limiters};
-use crate::metrics::Metrics;
-use crate::orders::payment::SignatureVerifier;
-use crate::proxy::Proxy;
-use crate::stock::Store;
+use crate::config::Config;
+use crate::core::{BadInput, Sale};
+use crate::identity::{ClientIp, Identity, IdentityError};
+use crate::proxy::{Proxy, ProxyError};
 use problem::Problem;
+use route::Route;
 
 /// The response body every handler returns: a full buffer or a streamed upstream body.
-pub type ResBody = BoxBody<Bytes, hyper::Error>;
+pub type ResBody = crate::proxy::ProxyBody;
 
 /// A complete in-memory body.
 pub fn full(bytes: impl Into<Bytes>) -> ResBody {
@@ -36,24 +35,74 @@ pub fn full(bytes: impl Into<Bytes>) -> ResBody {
         .boxed()
 }
 
-/// Everything a request handler may use. Built once in `server::start`.
-pub struct App {
-    pub registry: Registry,
-    pub store: Store,
-    pub identity: Identity,
-    pub client_ip: ClientIp,
-    pub limiters: Limiters,
-    pub inflight: Inflight,
-    pub proxy: Proxy,
-    pub metrics: Metrics,
-    pub payments: SignatureVerifier,
-    pub admin_token: Option<String>,
-    pub campaigns_dir: PathBuf,
-    pub max_body: usize,
-    /// Set once the campaigns' stock is in Redis (`/readyz` waits for it).
-    pub stock_loaded: std::sync::atomic::AtomicBool,
+/// Why the edge could not be built from the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("identity: {0}")]
+    Identity(#[from] IdentityError),
+    #[error("upstream: {0}")]
+    Proxy(#[from] ProxyError),
+}
+
+/// What the HTTP surfaces need besides the sale: who is asking, the proxy to the store,
+/// the admin token and the limits on reading a body. Built once in `server::start`.
+pub struct Edge {
+    pub sale: Sale,
+    identity: Identity,
+    client_ip: ClientIp,
+    proxy: Proxy,
+    admin_token: Option<String>,
+    max_body: usize,
     /// Bound on reading a request body (a client that stalls mid-body is cut off).
-    pub body_timeout: Duration,
+    body_timeout: Duration,
+}
+
+impl Edge {
+    pub fn new(cfg: &Config, sale: Sale) -> Result<Edge, EdgeError> {
+        route::prime_metrics(sale.metrics());
+        Ok(Edge {
+            identity: Identity::from_config(&cfg.identity, &cfg.secrets)?,
+            client_ip: ClientIp::new(&cfg.server.trusted_proxies),
+            proxy: Proxy::new(&cfg.upstream)?,
+            admin_token: cfg.secrets.admin_token.clone(),
+            max_body: cfg.server.max_body_bytes,
+            body_timeout: cfg.server.header_read_timeout.0.max(Duration::from_secs(1)),
+            sale,
+        })
+    }
+
+    /// Reads a whole request body of at most `max_body` bytes within `body_timeout`.
+    async fn read_body(
+        &self,
+        headers: &http::HeaderMap,
+        body: Incoming,
+    ) -> Result<Bytes, BadInput> {
+        let max = self.max_body;
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max as u64) {
+            return Err(BadInput::TooLarge { max });
+        }
+        match tokio::time::timeout(self.body_timeout, Limited::new(body, max).collect()).await {
+            Ok(Ok(c)) => Ok(c.to_bytes()),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(BadInput::TooLarge { max })
+            }
+            Ok(Err(_)) => Err(BadInput::invalid("could not read the request body")),
+            Err(_) => Err(BadInput::invalid("timed out reading the request body")),
+        }
+    }
+
+    /// Records the outcome and duration of a request.
+    fn observe(&self, route: &str, started: Instant, outcome: &str) {
+        let m = self.sale.metrics();
+        m.requests.with_label_values(&[route, outcome]).inc();
+        m.duration
+            .with_label_values(&[route])
+            .observe(started.elapsed().as_secs_f64());
+    }
 }
 
 /// A JSON response.
@@ -67,39 +116,9 @@ pub fn json(status: StatusCode, body: Vec<u8>) -> Response<ResBody> {
     res
 }
 
-/// Reads a whole request body of at most `app.max_body` bytes within `app.body_timeout`.
-pub async fn read_body(
-    app: &App,
-    headers: &http::HeaderMap,
-    body: Incoming,
-) -> Result<Bytes, Problem> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > app.max_body as u64) {
-        return Err(Problem::payload_too_large(app.max_body));
-    }
-    match tokio::time::timeout(app.body_timeout, Limited::new(body, app.max_body).collect()).await {
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(Problem::payload_too_large(app.max_body))
-        }
-        Ok(Err(_)) => Err(Problem::bad_request("could not read the request body")),
-        Err(_) => Err(Problem::bad_request("timed out reading the request body")),
-    }
-}
-
-/// Records the outcome and duration of a request handled by flashgate itself.
-fn observe(app: &App, route: &str, started: Instant, outcome: &str) {
-    app.metrics
-        .requests
-        .with_label_values(&[route, outcome])
-        .inc();
-    app.metrics
-        .duration
-        .with_label_values(&[route])
-        .observe(started.elapsed().as_secs_f64());
+/// A JSON response of a serializable value.
+fn json_of(status: StatusCode, value: &impl serde::Serialize) -> Response<ResBody> {
+    json(status, serde_json::to_vec(value).unwrap_or_default())
 }
 
 /// The client's `X-Request-Id` when it sent a sane one, else a new one.
@@ -117,8 +136,9 @@ pub struct Handled {
     pub outcome: &'static str,
 }
 
-impl From<Problem> for Handled {
-    fn from(p: Problem) -> Self {
+impl<E: Into<Problem>> From<E> for Handled {
+    fn from(e: E) -> Self {
+        let p: Problem = e.into();
         Handled {
             outcome: p.slug,
             response: p.into_response(),
@@ -136,12 +156,12 @@ impl Handled {
 }
 
 /// The public listener: flashgate's own routes, everything else to the store.
-pub async fn public(app: &App, req: Request<Incoming>, peer: IpAddr) -> Response<ResBody> {
+pub async fn public(edge: &Edge, req: Request<Incoming>, peer: IpAddr) -> Response<ResBody> {
     let started = Instant::now();
     // Every log line of this request carries its id; the store gets it too.
     let rid = request_id(req.headers());
     let span = tracing::info_span!("request", request_id = %rid);
-    let mut res = dispatch(app, req, peer, &rid, started)
+    let mut res = dispatch(edge, req, peer, &rid, started)
         .instrument(span)
         .await;
     if let Ok(v) = HeaderValue::from_str(&rid) {
@@ -151,104 +171,38 @@ pub async fn public(app: &App, req: Request<Incoming>, peer: IpAddr) -> Response
 }
 
 async fn dispatch(
-    app: &App,
+    edge: &Edge,
     req: Request<Incoming>,
     peer: IpAddr,
     rid: &str,
     started: Instant,
 ) -> Response<ResBody> {
-    let route = match (req.method(), route_of(req.uri().path())) {
-        (&Method::POST, Route::Buy) => "buy",
-        (&Method::GET, Route::Campaign) => "campaign",
-        (&Method::GET, Route::Order) => "order_get",
-        (&Method::DELETE, Route::Order) => "order_cancel",
-        (&Method::POST, Route::PaymentCallback) => "payment_callback",
-        _ => {
-            let ip = app.client_ip.resolve(peer, req.headers());
-            let res = app.proxy.forward(req, ip, Some(rid)).await;
-            let outcome = if res.status().is_server_error() {
+    // The path is copied so the parsed ids can borrow it while the request moves on.
+    let path = req.uri().path().to_owned();
+    let route = Route::of(req.method(), &path);
+    let h = match route {
+        Route::Buy { campaign, sku } => seckill::buy(edge, req, peer, campaign, sku).await,
+        Route::Campaign { id } => seckill::campaign(edge, id),
+        Route::OrderGet { id } => orders::get(edge, &req, id).await,
+        Route::OrderCancel { id } => orders::cancel(edge, &req, id).await,
+        Route::PaymentCallback => payments::callback(edge, req).await,
+        Route::NotFound => Problem::not_found("no such flashgate endpoint").into(),
+        Route::MethodNotAllowed { allow } => Problem::method_not_allowed(allow).into(),
+        Route::Proxy => {
+            let ip = edge.client_ip.resolve(peer, req.headers());
+            let h = match edge.proxy.forward(req, ip, Some(rid)).await {
+                Ok(res) => Handled::ok(res),
+                Err(e) => e.into(),
+            };
+            let outcome = if h.response.status().is_server_error() {
                 "upstream-error"
             } else {
                 "ok"
             };
-            observe(app, "proxy", started, outcome);
-            return res;
+            edge.observe("proxy", started, outcome);
+            return h.response;
         }
     };
-    let h = match route {
-        "buy" => seckill::buy(app, req, peer).await,
-        "campaign" => seckill::campaign(app, req).await,
-        "order_get" => orders::get(app, req).await,
-        "order_cancel" => orders::cancel(app, req).await,
-        _ => payments::callback(app, req).await,
-    };
-    observe(app, route, started, h.outcome);
+    edge.observe(route.name(), started, h.outcome);
     h.response
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Route {
-    Buy,
-    Campaign,
-    Order,
-    PaymentCallback,
-    Other,
-}
-
-fn route_of(path: &str) -> Route {
-    if path == "/payments/callback" {
-        return Route::PaymentCallback;
-    }
-    let Some(rest) = path.strip_prefix("/seckill/") else {
-        return Route::Other;
-    };
-    let mut parts = rest.split('/');
-    match (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) {
-        (Some("campaigns"), Some(c), None, ..) if !c.is_empty() => Route::Campaign,
-        (Some("campaigns"), Some(c), Some("items"), Some(s), Some("orders"), None)
-            if !c.is_empty() && !s.is_empty() =>
-        {
-            Route::Buy
-        }
-        (Some("orders"), Some(o), None, ..) if !o.is_empty() => Route::Order,
-        _ => Route::Other,
-    }
-}
-
-/// Path segment `n` (0-based, after the leading slash).
-pub fn segment(path: &str, n: usize) -> &str {
-    path.trim_start_matches('/').split('/').nth(n).unwrap_or("")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes() {
-        assert_eq!(
-            route_of("/seckill/campaigns/c1/items/sku/orders"),
-            Route::Buy
-        );
-        assert_eq!(route_of("/seckill/campaigns/c1"), Route::Campaign);
-        assert_eq!(route_of("/seckill/orders/01J.c1"), Route::Order);
-        assert_eq!(route_of("/payments/callback"), Route::PaymentCallback);
-        assert_eq!(
-            route_of("/seckill/campaigns/c1/items/sku/orders/x"),
-            Route::Other
-        );
-        assert_eq!(
-            route_of("/seckill/campaigns//items/sku/orders"),
-            Route::Other
-        );
-        assert_eq!(route_of("/products/1"), Route::Other);
-        assert_eq!(segment("/seckill/campaigns/c1/items/s/orders", 4), "s");
-    }
 }

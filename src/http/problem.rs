@@ -1,11 +1,15 @@
-//! The ONE place that maps domain errors to an HTTP status and RFC 9457 problem+json.
+//! The ONE place that maps errors to an HTTP status and RFC 9457 problem+json: a
+//! `From` for every error the edge meets (the sale's, a body's, the proxy's). The
+//! conversions only map; whoever saw the error has logged it.
 
 use std::io::Write as _;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 
 use super::{full, ResBody};
+use crate::core::{BadInput, SaleError};
+use crate::proxy::ForwardError;
 
 /// A problem+json response under construction.
 #[derive(Debug, Clone)]
@@ -15,6 +19,9 @@ pub struct Problem {
     pub title: &'static str,
     pub detail: String,
     pub retry_after: Option<u64>,
+    /// More response headers (a 429's RateLimit fields, a 405's `Allow`); empty — and
+    /// unallocated — for most problems.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Problem {
@@ -30,6 +37,7 @@ impl Problem {
             title,
             detail: detail.into(),
             retry_after: None,
+            headers: Vec::new(),
         }
     }
 
@@ -91,6 +99,9 @@ impl Problem {
         if let Some(s) = self.retry_after {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        for (name, value) in self.headers {
+            res.headers_mut().insert(name, value);
         }
         res
     }
@@ -218,20 +229,76 @@ impl Problem {
             format!("remaining is {remaining}; the adjustment would make it negative"),
         )
     }
-    pub fn method_not_allowed() -> Self {
-        Problem::new(
+    /// 405 for a known path; `allow` lists the methods it takes.
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        let mut p = Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method-not-allowed",
             "Method not allowed",
-            "",
-        )
+            format!("this path takes {allow}"),
+        );
+        p.headers
+            .push((header::ALLOW, HeaderValue::from_static(allow)));
+        p
     }
 }
 
-impl From<crate::stock::StoreError> for Problem {
-    fn from(e: crate::stock::StoreError) -> Self {
-        tracing::warn!(error = %e, "redis call failed; failing closed");
-        Problem::unavailable("order storage is unavailable; retry shortly")
+// === the map ===
+
+impl From<SaleError> for Problem {
+    fn from(e: SaleError) -> Self {
+        use SaleError as E;
+        match e {
+            E::Overloaded => Problem::unavailable(e.to_string()),
+            E::BadInput(b) => b.into(),
+            E::Unauthenticated(_) => Problem::unauthenticated(e.to_string()),
+            E::RateLimited(r) => {
+                let mut p = Problem::rate_limited(r.retry_after_secs);
+                p.headers.extend(r.headers());
+                p
+            }
+            E::UnknownCampaign(_) | E::UnknownItem { .. } | E::UnknownOrder => {
+                Problem::not_found(e.to_string())
+            }
+            E::Paused => Problem::paused(),
+            E::NotStarted { secs_to_start } => Problem::not_started(secs_to_start),
+            E::Ended => Problem::ended(),
+            E::SoldOut => Problem::sold_out(),
+            E::LimitReached { .. } => Problem::limit_reached(e.to_string()),
+            E::IdempotencyKeyReused => Problem::bad_request(e.to_string()),
+            E::NotPending => Problem::not_pending(),
+            E::AmountMismatch => Problem::amount_mismatch(),
+            E::BadSignature(_) => Problem::bad_signature(e.to_string()),
+            E::StockConflict { remaining } => Problem::stock_conflict(remaining),
+            E::Reload(_) => Problem::bad_request(e.to_string()),
+            E::Storage(_) => Problem::unavailable("order storage is unavailable; retry shortly"),
+        }
+    }
+}
+
+impl From<BadInput> for Problem {
+    fn from(e: BadInput) -> Self {
+        match e {
+            BadInput::TooLarge { max } => Problem::payload_too_large(max),
+            BadInput::Invalid(why) => Problem::bad_request(why),
+        }
+    }
+}
+
+impl From<ForwardError> for Problem {
+    fn from(e: ForwardError) -> Self {
+        use ForwardError as E;
+        match e {
+            E::ConnectMethod => Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                e.to_string(),
+            ),
+            E::BadTarget => Problem::bad_request(e.to_string()),
+            E::Unreachable | E::Failed | E::UnaskedSwitch => Problem::bad_gateway(e.to_string()),
+            E::Timeout => Problem::gateway_timeout(e.to_string()),
+        }
     }
 }
 
@@ -244,7 +311,7 @@ mod tests {
     fn body_matches_serde_json() {
         for p in [
             Problem::sold_out(),
-            Problem::method_not_allowed(),
+            Problem::method_not_allowed("GET"),
             Problem::rate_limited(3),
             Problem::bad_request("a \"quoted\" \\ detail\nwith ünïcode and \u{1}"),
         ] {

@@ -11,7 +11,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
 use super::{DeliverFuture, Sink, SinkError};
-use crate::orders::payment::sign;
+use crate::signature::sign;
 use crate::stock::outbox::Entry;
 
 pub struct HttpSink {

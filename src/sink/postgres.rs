@@ -107,6 +107,10 @@ impl PostgresSink {
             .ok_or_else(|| SinkError::Unreachable("no connection".into()))?
             .client;
         let o = &entry.order;
+        // Columns are signed: a value beyond them is refused, never wrapped.
+        let out_of_range = |what| SinkError::Refused(format!("{what} out of range for PostgreSQL"));
+        let quantity = i32::try_from(o.quantity).map_err(|_| out_of_range("quantity"))?;
+        let amount = i64::try_from(o.amount_cents).map_err(|_| out_of_range("amount_cents"))?;
         let result = client
             .execute(
                 INSERT,
@@ -116,8 +120,8 @@ impl PostgresSink {
                     &o.campaign,
                     &o.sku,
                     &o.user_id,
-                    &(o.quantity as i32),
-                    &(o.amount_cents as i64),
+                    &quantity,
+                    &amount,
                     &o.payment_id,
                     &o.created_at,
                     &o.pay_by,

@@ -11,8 +11,11 @@
 //! 503) even when Redis is down at boot; after that, the connection reconnects by itself
 //! on the next command after an I/O error.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+use prometheus::IntCounter;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
@@ -80,12 +83,15 @@ struct Inner {
     timeout: Duration,
     /// Set once, by `try_connect`; the connection handles reconnects after.
     shared: OnceCell<Conn>,
+    /// `flashgate_redis_errors_total`: every failed call passes through
+    /// [`RedisConn::bounded`], the one place it is counted.
+    errors: IntCounter,
 }
 
 impl RedisConn {
     /// A single Redis at `redis.url`, or a cluster reached through any of
-    /// `redis.cluster_urls` (when that list is not empty).
-    pub fn new(cfg: &RedisConfig) -> Result<RedisConn, StoreError> {
+    /// `redis.cluster_urls` (when that list is not empty). Failed calls count in `errors`.
+    pub fn new(cfg: &RedisConfig, errors: IntCounter) -> Result<RedisConn, StoreError> {
         let timeout = cfg.command_timeout.0;
         let config = |e: redis::RedisError| StoreError::Config(e.to_string());
         let client = if cfg.cluster_urls.is_empty() {
@@ -111,6 +117,7 @@ impl RedisConn {
                 client,
                 timeout,
                 shared: OnceCell::new(),
+                errors,
             }),
         })
     }
@@ -156,16 +163,16 @@ impl RedisConn {
             return true;
         }
         let limit = connect_timeout(self.inner.timeout) * 2;
-        match bounded(limit, self.open(false)).await {
-            Ok(c) => {
+        let why = match tokio::time::timeout(limit, self.open(false)).await {
+            Ok(Ok(c)) => {
                 let _ = self.inner.shared.set(c);
-                true
+                return true;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "redis: not reachable yet");
-                false
-            }
-        }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "connect timed out".to_owned(),
+        };
+        tracing::warn!(error = %why, "redis: not reachable yet");
+        false
     }
 
     /// Keeps trying to make the first connection until it succeeds.
@@ -184,13 +191,31 @@ impl RedisConn {
             .shared
             .get()
             .cloned()
-            .ok_or(StoreError::Unavailable("not connected".into()))
+            .ok_or(StoreError::NotConnected)
     }
 
     /// A separate connection for blocking or long-running background work, so it never
     /// queues behind (or in front of) the hot path's pipelined commands.
     pub async fn dedicated(&self) -> Result<Conn, StoreError> {
-        bounded(self.inner.timeout * 4, self.open(true)).await
+        self.bounded(self.inner.timeout * 4, async { Ok(self.open(true).await?) })
+            .await
+    }
+
+    /// Runs a Redis call under a deadline; a timeout means the outcome is unknown. The
+    /// one place failed calls are counted, so `flashgate_redis_errors_total` is exact.
+    pub async fn bounded<T>(
+        &self,
+        limit: Duration,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let result = match tokio::time::timeout(limit, call).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout),
+        };
+        if result.is_err() {
+            self.inner.errors.inc();
+        }
+        result
     }
 }
 
@@ -200,16 +225,4 @@ fn connect_timeout(command: Duration) -> Duration {
 
 fn dedicated_timeout(command: Duration) -> Duration {
     command.max(Duration::from_secs(5))
-}
-
-/// Runs a Redis future under a deadline; a timeout means the outcome is unknown.
-pub async fn bounded<T>(
-    limit: Duration,
-    fut: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T, StoreError> {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(StoreError::from(e)),
-        Err(_) => Err(StoreError::Unavailable("redis command timed out".into())),
-    }
 }

@@ -1,10 +1,16 @@
 //! The only module that knows Redis keys and `lua/*.lua`. Every operation on stock,
 //! pre-orders and the outbox is one script call (or one pipeline) with a typed result.
 //!
+//! Every key a script touches that can be known before the call is passed in `KEYS`;
+//! only keys derived from an order id stored in Redis are built inside a script.
+//!
 //! Must never: build a key outside `CampaignKeys`, make more than one round trip for a
-//! buy, or turn a Redis failure into anything but `StoreError::Unavailable` (fail closed).
+//! buy, or answer a Redis failure with anything but a `StoreError` (the caller fails
+//! closed). Every call goes through `RedisConn::bounded`, which counts failures.
 
 mod conn;
+mod error;
+mod keys;
 pub mod order;
 pub mod outbox;
 mod scripts;
@@ -12,69 +18,19 @@ mod scripts;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use conn::{bounded, Conn, RedisConn};
+use prometheus::IntCounter;
+
+use crate::clock::millis;
+use redis::FromRedisValue;
+
+pub use conn::{Conn, RedisConn};
+pub use error::StoreError;
+pub use keys::{CampaignKeys, Holders};
 pub use order::{Order, OrderStatus};
 use scripts::Scripts;
 
 /// How long a closed (paid, expired, cancelled) order stays readable in Redis.
 pub const RETAIN_CLOSED: Duration = Duration::from_secs(7 * 24 * 3600);
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("redis unavailable: {0}")]
-    Unavailable(String),
-    #[error("redis configuration: {0}")]
-    Config(String),
-    #[error("unexpected reply from redis: {0}")]
-    Protocol(String),
-}
-
-impl From<redis::RedisError> for StoreError {
-    fn from(e: redis::RedisError) -> Self {
-        StoreError::Unavailable(e.to_string())
-    }
-}
-
-/// Key names of one campaign. All share the hash tag `{campaign}` (one cluster slot).
-#[derive(Debug, Clone)]
-pub struct CampaignKeys {
-    /// `<prefix>:{<campaign>}:`
-    pub base: String,
-    pub deadlines: String,
-    pub outbox: String,
-    pub dead: String,
-    /// Heartbeats of the outbox consumers (name → last stamp, ms).
-    pub consumers: String,
-    /// Present while an operator has paused the campaign; reserve.lua checks it, so every
-    /// instance obeys at once.
-    pub paused: String,
-}
-
-impl CampaignKeys {
-    pub fn new(prefix: &str, campaign: &str) -> CampaignKeys {
-        let base = format!("{prefix}:{{{campaign}}}:");
-        CampaignKeys {
-            deadlines: format!("{base}deadlines"),
-            outbox: format!("{base}outbox"),
-            dead: format!("{base}dead"),
-            consumers: format!("{base}consumers"),
-            paused: format!("{base}paused"),
-            base,
-        }
-    }
-    pub fn item(&self, sku: &str) -> String {
-        format!("{}item:{sku}", self.base)
-    }
-    pub fn user(&self, user: &str) -> String {
-        format!("{}user:{user}", self.base)
-    }
-    pub fn holders(&self, sku: &str) -> String {
-        format!("{}holders:{sku}", self.base)
-    }
-    pub fn order(&self, id: &str) -> String {
-        format!("{}order:{id}", self.base)
-    }
-}
 
 /// A buy, as the reserve script needs it.
 #[derive(Debug)]
@@ -99,7 +55,7 @@ pub struct ReserveRequest<'a> {
 pub enum HoldersUpdate {
     /// The caller's snapshot is current (or the item is not wholly sold out).
     Unchanged,
-    Fresh(crate::campaign::Holders),
+    Fresh(Holders),
     /// Too many to send inline: fetch them with `Store::holders`.
     TooMany,
 }
@@ -181,7 +137,7 @@ fn order_in(r: &Reply) -> Result<Order, StoreError> {
 /// The holders part of a sold-out reply: `sold_out, remaining, hv [, "holders", users… | "many"]`.
 fn holders_in(r: &Reply) -> HoldersUpdate {
     match r.get(3).and_then(|v| v.as_deref()) {
-        Some("holders") => HoldersUpdate::Fresh(crate::campaign::Holders {
+        Some("holders") => HoldersUpdate::Fresh(Holders {
             version: Some(int_at(r, 2)),
             users: r[4..].iter().flatten().cloned().collect(),
         }),
@@ -198,9 +154,10 @@ fn int_at(r: &Reply, i: usize) -> i64 {
 }
 
 impl Store {
-    pub fn new(cfg: &crate::config::RedisConfig) -> Result<Store, StoreError> {
+    /// A store on the Redis `cfg` names; failed calls count in `errors`.
+    pub fn new(cfg: &crate::config::RedisConfig, errors: IntCounter) -> Result<Store, StoreError> {
         Ok(Store {
-            conn: RedisConn::new(cfg)?,
+            conn: RedisConn::new(cfg, errors)?,
             scripts: Arc::new(Scripts::new()),
             prefix: cfg.key_prefix.as_str().into(),
         })
@@ -219,35 +176,62 @@ impl Store {
         self.conn.timeout() * 3
     }
 
-    async fn run<T: redis::FromRedisValue>(
+    /// One script call on the shared connection (NOSCRIPT reloads and retries once).
+    async fn run<T: FromRedisValue>(
         &self,
         inv: redis::ScriptInvocation<'_>,
-        mut con: Conn,
     ) -> Result<T, StoreError> {
-        bounded(self.limit(), inv.invoke_async(&mut con)).await
+        self.conn
+            .bounded(self.limit(), async {
+                let mut con = self.conn.get()?;
+                Ok(inv.invoke_async(&mut con).await?)
+            })
+            .await
+    }
+
+    /// One command on the shared connection.
+    async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        self.conn
+            .bounded(self.limit(), async {
+                let mut con = self.conn.get()?;
+                Ok(cmd.query_async(&mut con).await?)
+            })
+            .await
+    }
+
+    /// One pipeline on the shared connection.
+    async fn query_pipe<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StoreError> {
+        self.conn
+            .bounded(self.limit(), async {
+                let mut con = self.conn.get()?;
+                Ok(pipe.query_async(&mut con).await?)
+            })
+            .await
     }
 
     /// The one Redis round trip of a buy.
     pub async fn reserve(&self, r: &ReserveRequest<'_>) -> Result<ReserveOutcome, StoreError> {
-        let con = self.conn.get()?;
+        let order_id = order::new_order_id(r.campaign);
         let mut inv = self.scripts.reserve.prepare_invoke();
         inv.key(r.item_key)
             .key(r.keys.user(r.user))
             .key(&r.keys.deadlines)
-            .key(&r.keys.paused);
+            .key(&r.keys.paused)
+            .key(r.keys.holders(r.sku))
+            .key(r.keys.order(&order_id));
         inv.arg(&r.keys.base)
             .arg(r.campaign)
             .arg(r.sku)
             .arg(r.user)
             .arg(r.quantity)
             .arg(r.per_user_limit);
-        inv.arg(order::new_order_id(r.campaign))
-            .arg(r.payment_window.as_millis() as u64)
+        inv.arg(&order_id)
+            .arg(millis(r.payment_window))
             .arg(r.amount_cents);
         inv.arg(r.idempotency_key.unwrap_or(""))
             .arg(r.initial_stock)
             .arg(r.holders_version.map_or(String::new(), |v| v.to_string()));
-        let reply: Reply = self.run(inv, con).await?;
+        let reply: Reply = self.run(inv).await?;
         Ok(match tag(&reply) {
             "reserved" => ReserveOutcome::Reserved(order_in(&reply)?),
             "existing" => ReserveOutcome::Existing(order_in(&reply)?),
@@ -271,10 +255,9 @@ impl Store {
         sku: &str,
         stock: u64,
     ) -> Result<bool, StoreError> {
-        let con = self.conn.get()?;
         let mut inv = self.scripts.init.prepare_invoke();
         inv.key(keys.item(sku)).arg(stock);
-        let created: i64 = self.run(inv, con).await?;
+        let created: i64 = self.run(inv).await?;
         Ok(created == 1)
     }
 
@@ -282,23 +265,10 @@ impl Store {
         let Some(campaign) = order::campaign_of(order_id) else {
             return Ok(None);
         };
-        let mut con = self.conn.get()?;
-        let key = self.keys(campaign).order(order_id);
         let mut cmd = redis::cmd("HMGET");
-        cmd.arg(key).arg(&[
-            "id",
-            "campaign",
-            "sku",
-            "user",
-            "qty",
-            "amount",
-            "status",
-            "created",
-            "pay_by",
-            "payment_id",
-            "paid_at",
-        ]);
-        let v: Reply = bounded(self.limit(), cmd.query_async(&mut con)).await?;
+        cmd.arg(self.keys(campaign).order(order_id))
+            .arg(&order::FIELD_NAMES);
+        let v: Reply = self.query(&cmd).await?;
         Ok(Order::from_fields(&v))
     }
 
@@ -308,13 +278,10 @@ impl Store {
             return Ok(CancelOutcome::NotFound);
         };
         let keys = self.keys(campaign);
-        let con = self.conn.get()?;
         let mut inv = self.scripts.cancel.prepare_invoke();
-        inv.key(keys.order(order_id))
-            .arg(&keys.base)
-            .arg(user)
-            .arg(RETAIN_CLOSED.as_millis() as u64);
-        let reply: Reply = self.run(inv, con).await?;
+        inv.key(keys.order(order_id)).key(&keys.deadlines);
+        inv.arg(&keys.base).arg(user).arg(millis(RETAIN_CLOSED));
+        let reply: Reply = self.run(inv).await?;
         Ok(match tag(&reply) {
             "cancelled" => CancelOutcome::Cancelled(order_in(&reply)?),
             "not_pending" => CancelOutcome::NotPending(order_in(&reply)?),
@@ -333,14 +300,15 @@ impl Store {
             return Ok(ConfirmOutcome::NotFound);
         };
         let keys = self.keys(campaign);
-        let con = self.conn.get()?;
         let mut inv = self.scripts.confirm.prepare_invoke();
-        inv.key(keys.order(order_id)).key(&keys.outbox);
+        inv.key(keys.order(order_id))
+            .key(&keys.outbox)
+            .key(&keys.deadlines);
         inv.arg(&keys.base)
             .arg(payment_id)
             .arg(amount_cents)
-            .arg(RETAIN_CLOSED.as_millis() as u64);
-        let reply: Reply = self.run(inv, con).await?;
+            .arg(millis(RETAIN_CLOSED));
+        let reply: Reply = self.run(inv).await?;
         Ok(match tag(&reply) {
             "paid" => ConfirmOutcome::Paid(order_in(&reply)?),
             "paid_dup" => ConfirmOutcome::AlreadyPaid(order_in(&reply)?),
@@ -351,20 +319,22 @@ impl Store {
         })
     }
 
-    /// Expires up to `batch` due pre-orders of one campaign; returns (due seen, expired).
+    /// Expires up to `batch` pre-orders of one campaign whose deadline is at or before
+    /// `now_ms` (the caller's clock); returns (due seen, expired).
     pub async fn expire_due(
         &self,
         keys: &CampaignKeys,
+        now_ms: i64,
         batch: usize,
     ) -> Result<(usize, Expired), StoreError> {
-        let con = self.conn.get()?;
         let mut inv = self.scripts.expire.prepare_invoke();
         inv.key(&keys.deadlines)
             .arg(&keys.base)
             .arg(batch)
-            .arg(RETAIN_CLOSED.as_millis() as u64);
-        let reply: Reply = self.run(inv, con).await?;
-        let seen = int_at(&reply, 0) as usize;
+            .arg(millis(RETAIN_CLOSED))
+            .arg(now_ms);
+        let reply: Reply = self.run(inv).await?;
+        let seen = usize::try_from(int_at(&reply, 0)).unwrap_or(0);
         let expired = reply[1..]
             .chunks_exact(2)
             .filter_map(|p| Some((p[0].clone()?, p[1].as_deref()?.parse().ok()?)))
@@ -380,10 +350,9 @@ impl Store {
         delta: i64,
         initial: u64,
     ) -> Result<Result<i64, i64>, StoreError> {
-        let con = self.conn.get()?;
         let mut inv = self.scripts.adjust.prepare_invoke();
         inv.key(keys.item(sku)).arg(delta).arg(initial);
-        let reply: Reply = self.run(inv, con).await?;
+        let reply: Reply = self.run(inv).await?;
         let remaining = int_at(&reply, 1);
         Ok(if tag(&reply) == "ok" {
             Ok(remaining)
@@ -394,7 +363,6 @@ impl Store {
 
     /// Counters of several items in one pipeline; a missing item reads as zeros.
     pub async fn item_stats(&self, item_keys: &[String]) -> Result<Vec<ItemStats>, StoreError> {
-        let mut con = self.conn.get()?;
         let mut pipe = redis::pipe();
         for k in item_keys {
             pipe.cmd("HMGET").arg(k).arg(&[
@@ -408,7 +376,7 @@ impl Store {
                 "refund_required",
             ]);
         }
-        let rows: Vec<Vec<Option<i64>>> = bounded(self.limit(), pipe.query_async(&mut con)).await?;
+        let rows: Vec<Vec<Option<i64>>> = self.query_pipe(&pipe).await?;
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -438,10 +406,9 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut con = self.conn.get()?;
         let mut cmd = redis::cmd("SADD");
         cmd.arg(self.campaigns_key()).arg(ids);
-        bounded(self.limit(), cmd.query_async::<()>(&mut con)).await
+        self.query(&cmd).await
     }
 
     /// The running campaigns plus every campaign ever loaded, sorted, with their keys.
@@ -449,10 +416,9 @@ impl Store {
         &self,
         running: Vec<String>,
     ) -> Result<Vec<(String, CampaignKeys)>, StoreError> {
-        let mut con = self.conn.get()?;
         let mut cmd = redis::cmd("SMEMBERS");
         cmd.arg(self.campaigns_key());
-        let mut ids: Vec<String> = bounded(self.limit(), cmd.query_async(&mut con)).await?;
+        let mut ids: Vec<String> = self.query(&cmd).await?;
         ids.extend(running);
         ids.sort();
         ids.dedup();
@@ -473,20 +439,17 @@ impl Store {
         item_key: &str,
         sku: &str,
         known: Option<i64>,
-    ) -> Result<Option<crate::campaign::Holders>, StoreError> {
-        let mut con = self.conn.get()?;
+    ) -> Result<Option<Holders>, StoreError> {
         let mut cmd = redis::cmd("HGET");
         cmd.arg(item_key).arg("hv");
-        let version: i64 = bounded(self.limit(), cmd.query_async::<Option<i64>>(&mut con))
-            .await?
-            .unwrap_or(0);
+        let version = self.query::<Option<i64>>(&cmd).await?.unwrap_or(0);
         if known == Some(version) {
             return Ok(None);
         }
         let mut cmd = redis::cmd("HKEYS");
         cmd.arg(keys.holders(sku));
-        let users: Vec<String> = bounded(self.limit(), cmd.query_async(&mut con)).await?;
-        Ok(Some(crate::campaign::Holders {
+        let users: Vec<String> = self.query(&cmd).await?;
+        Ok(Some(Holders {
             version: Some(version),
             users: users.into_iter().collect(),
         }))
@@ -494,7 +457,6 @@ impl Store {
 
     /// Sets or clears a campaign's shared pause switch.
     pub async fn set_paused(&self, keys: &CampaignKeys, paused: bool) -> Result<(), StoreError> {
-        let mut con = self.conn.get()?;
         let mut cmd = if paused {
             redis::cmd("SET")
         } else {
@@ -504,20 +466,18 @@ impl Store {
         if paused {
             cmd.arg(1);
         }
-        bounded(self.limit(), cmd.query_async::<()>(&mut con)).await
+        self.query(&cmd).await
     }
 
     /// Whether a campaign's shared pause switch is set.
     pub async fn paused(&self, keys: &CampaignKeys) -> Result<bool, StoreError> {
-        let mut con = self.conn.get()?;
         let mut cmd = redis::cmd("EXISTS");
         cmd.arg(&keys.paused);
-        bounded(self.limit(), cmd.query_async(&mut con)).await
+        self.query(&cmd).await
     }
 
     /// Loads every script (after connect or a Redis restart) and checks Redis answers.
     pub async fn ready(&self) -> Result<(), StoreError> {
-        let mut con = self.conn.get()?;
         // A plain command, not a pipeline: on a cluster it goes to every primary and the
         // answers are AND-ed, so a script missing on any node is loaded (on all of them).
         let mut cmd = redis::cmd("SCRIPT");
@@ -525,10 +485,15 @@ impl Store {
         for s in self.scripts.all() {
             cmd.arg(s.get_hash());
         }
-        let loaded: Vec<i64> = bounded(self.limit(), cmd.query_async(&mut con)).await?;
+        let loaded: Vec<i64> = self.query(&cmd).await?;
         for (s, ok) in self.scripts.all().into_iter().zip(loaded) {
             if ok == 0 {
-                bounded(self.limit(), s.prepare_invoke().load_async(&mut con)).await?;
+                self.conn
+                    .bounded(self.limit(), async {
+                        let mut con = self.conn.get()?;
+                        Ok(s.prepare_invoke().load_async(&mut con).await?)
+                    })
+                    .await?;
             }
         }
         Ok(())

@@ -12,6 +12,21 @@ use crate::config::valid_id;
 /// Field order returned by every script (`ORDER_FIELDS` in lua/lib.lua).
 const FIELDS: usize = 11;
 
+/// The order hash's field names, in `ORDER_FIELDS` order.
+pub const FIELD_NAMES: [&str; FIELDS] = [
+    "id",
+    "campaign",
+    "sku",
+    "user",
+    "qty",
+    "amount",
+    "status",
+    "created",
+    "pay_by",
+    "payment_id",
+    "paid_at",
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
@@ -120,8 +135,9 @@ impl Order {
             campaign: s(1)?,
             sku: s(2)?,
             user_id: s(3)?,
-            quantity: n(4)? as u32,
-            amount_cents: n(5)? as u64,
+            // A value out of range is a corrupt order, not a number to wrap.
+            quantity: u32::try_from(n(4)?).ok()?,
+            amount_cents: u64::try_from(n(5)?).ok()?,
             status: OrderStatus::parse(v[6].as_deref()?)?,
             created_at: n(7)?,
             pay_by: n(8)?,
@@ -132,22 +148,9 @@ impl Order {
 
     /// Parses an outbox entry's field/value pairs.
     pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Option<Order> {
-        const NAMES: [&str; FIELDS] = [
-            "id",
-            "campaign",
-            "sku",
-            "user",
-            "qty",
-            "amount",
-            "status",
-            "created",
-            "pay_by",
-            "payment_id",
-            "paid_at",
-        ];
         let mut v: Vec<Option<String>> = vec![None; FIELDS];
         for (k, val) in pairs {
-            if let Some(i) = NAMES.iter().position(|n| *n == k) {
+            if let Some(i) = FIELD_NAMES.iter().position(|n| *n == k) {
                 v[i] = Some(val.to_string());
             }
         }

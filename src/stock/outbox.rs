@@ -7,7 +7,9 @@
 
 use redis::streams::{StreamClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
 
-use super::{bounded, CampaignKeys, Conn, Order, Store, StoreError};
+use std::future::Future;
+
+use super::{CampaignKeys, Conn, Order, Store, StoreError};
 
 pub const GROUP: &str = "flashgate";
 
@@ -68,6 +70,17 @@ pub fn parse(stream: &str, e: &StreamId) -> Result<Entry, String> {
 }
 
 impl Store {
+    /// A background call (on the consumer's dedicated connection, or an admin call): a
+    /// longer deadline than the hot path's, counted like every other call.
+    async fn background<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        self.conn()
+            .bounded(self.conn().timeout() * 4, async { Ok(call.await?) })
+            .await
+    }
+
     /// Creates the consumer group (from the stream's start) if it does not exist.
     pub async fn ensure_group(
         &self,
@@ -80,10 +93,14 @@ impl Store {
             .arg(GROUP)
             .arg("0")
             .arg("MKSTREAM");
-        match bounded(self.conn().timeout() * 4, cmd.query_async::<()>(con)).await {
-            Err(StoreError::Unavailable(m)) if m.contains("BUSYGROUP") => Ok(()),
-            other => other,
-        }
+        // An existing group is the expected case, not a failed call.
+        self.background(async {
+            match cmd.query_async::<()>(con).await {
+                Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+                other => other,
+            }
+        })
+        .await
     }
 
     /// Entries of one stream never delivered to any consumer of the group.
@@ -103,8 +120,7 @@ impl Store {
             .arg("STREAMS")
             .arg(stream)
             .arg(">");
-        let reply: Option<StreamReadReply> =
-            bounded(self.conn().timeout() * 4, cmd.query_async(con)).await?;
+        let reply: Option<StreamReadReply> = self.background(cmd.query_async(con)).await?;
         Ok(reply
             .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
             .unwrap_or_default())
@@ -119,8 +135,7 @@ impl Store {
     ) -> Result<Vec<PendingEntry>, StoreError> {
         let mut cmd = redis::cmd("XPENDING");
         cmd.arg(stream).arg(GROUP).arg("-").arg("+").arg(count);
-        let reply: StreamPendingCountReply =
-            bounded(self.conn().timeout() * 4, cmd.query_async(con)).await?;
+        let reply: StreamPendingCountReply = self.background(cmd.query_async(con)).await?;
         Ok(reply
             .ids
             .into_iter()
@@ -148,8 +163,7 @@ impl Store {
             .arg(consumer)
             .arg(min_idle_ms)
             .arg(ids);
-        let reply: StreamClaimReply =
-            bounded(self.conn().timeout() * 4, cmd.query_async(con)).await?;
+        let reply: StreamClaimReply = self.background(cmd.query_async(con)).await?;
         Ok(reply.ids)
     }
 
@@ -166,7 +180,7 @@ impl Store {
             .arg(stream)
             .arg(id)
             .ignore();
-        bounded(self.conn().timeout() * 4, pipe.query_async::<()>(con)).await
+        self.background(pipe.query_async::<()>(con)).await
     }
 
     /// Moves an entry to the campaign's dead-letter stream.
@@ -185,12 +199,9 @@ impl Store {
             .arg(id)
             .arg(attempts)
             .arg(error);
-        bounded(
-            self.conn().timeout() * 4,
-            inv.invoke_async::<Option<String>>(con),
-        )
-        .await
-        .map(|_| ())
+        self.background(inv.invoke_async::<Option<String>>(con))
+            .await
+            .map(|_| ())
     }
 
     /// Stamps `me` as alive and deletes the group's consumers that hold no entry and were
@@ -208,25 +219,23 @@ impl Store {
             .arg(GROUP)
             .arg(me)
             .arg(min_idle_ms);
-        bounded(self.conn().timeout() * 4, inv.invoke_async(con)).await
+        self.background(inv.invoke_async(con)).await
     }
 
     /// Re-queues up to `max` dead letters; returns how many moved.
     pub async fn replay_dead(&self, keys: &CampaignKeys, max: usize) -> Result<u64, StoreError> {
-        let mut con = self.conn().get()?;
         let mut inv = self.scripts.replay_dead.prepare_invoke();
         inv.key(&keys.dead).key(&keys.outbox).arg(max);
-        bounded(self.conn().timeout() * 4, inv.invoke_async(&mut con)).await
+        self.run(inv).await
     }
 
     /// (undelivered, dead) entry counts of a campaign.
     pub async fn outbox_counts(&self, keys: &CampaignKeys) -> Result<(u64, u64), StoreError> {
-        let mut con = self.conn().get()?;
         let mut pipe = redis::pipe();
         pipe.cmd("XLEN")
             .arg(&keys.outbox)
             .cmd("XLEN")
             .arg(&keys.dead);
-        bounded(self.conn().timeout() * 4, pipe.query_async(&mut con)).await
+        self.query_pipe(&pipe).await
     }
 }

@@ -13,20 +13,20 @@ macro_rules! script {
     };
 }
 
-pub struct Scripts {
-    pub reserve: Script,
-    pub cancel: Script,
-    pub confirm: Script,
-    pub expire: Script,
-    pub init: Script,
-    pub adjust: Script,
-    pub dead_letter: Script,
-    pub replay_dead: Script,
-    pub forget_consumers: Script,
+pub(crate) struct Scripts {
+    pub(crate) reserve: Script,
+    pub(crate) cancel: Script,
+    pub(crate) confirm: Script,
+    pub(crate) expire: Script,
+    pub(crate) init: Script,
+    pub(crate) adjust: Script,
+    pub(crate) dead_letter: Script,
+    pub(crate) replay_dead: Script,
+    pub(crate) forget_consumers: Script,
 }
 
 impl Scripts {
-    pub fn new() -> Scripts {
+    pub(crate) fn new() -> Scripts {
         Scripts {
             reserve: script!("reserve.lua"),
             cancel: script!("cancel.lua"),
@@ -40,7 +40,7 @@ impl Scripts {
         }
     }
 
-    pub fn all(&self) -> [&Script; 9] {
+    pub(crate) fn all(&self) -> [&Script; 9] {
         [
             &self.reserve,
             &self.cancel,
@@ -52,11 +52,5 @@ impl Scripts {
             &self.replay_dead,
             &self.forget_consumers,
         ]
-    }
-}
-
-impl Default for Scripts {
-    fn default() -> Self {
-        Scripts::new()
     }
 }

@@ -51,13 +51,13 @@ impl Gateway {
             (send("GET", &url, &[], None).await.status == 200).then_some(())
         })
         .await;
-        let app = &self.running.app;
+        let sale = &self.running.sale;
         eventually(
             "every campaign item's stock loaded into Redis",
             Duration::from_secs(10),
             || async {
-                let mut con = app.store.conn().get().ok()?;
-                for c in app.registry.snapshot().values() {
+                let mut con = sale.store().conn().get().ok()?;
+                for c in sale.registry().snapshot().values() {
                     for item in &c.items {
                         let exists: i64 = redis::cmd("EXISTS")
                             .arg(&item.key)

@@ -7,7 +7,7 @@
 //! with an install hint — they never skip. `./scripts/test.sh` installs them.
 //!
 //! Not every test file uses every helper or re-export, hence the `allow`.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code, unused_imports, unreachable_pub)]
 
 mod client;
 mod config;

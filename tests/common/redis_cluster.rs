@@ -82,7 +82,7 @@ impl RedisCluster {
         while i + 2 < nums.len() {
             let (start, end, port) = (nums[i], nums[i + 1], nums[i + 2]);
             if (start..=end).contains(&(slot as i64)) {
-                return port as u16;
+                return u16::try_from(port).expect("a port");
             }
             i += 3;
         }

@@ -190,7 +190,7 @@ async fn handle(
     if let Some(ms) = knob("x-test-delay-ms") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let status = knob("x-test-status").unwrap_or(200) as u16;
+    let status = knob("x-test-status").map_or(200, |s| u16::try_from(s).unwrap_or(500));
     let mut headers = BTreeMap::<String, String>::new();
     for (name, value) in &parts.headers {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();

@@ -4,6 +4,14 @@
 //!
 //! A test file uses it with `mod common; mod lifecycle;` — it builds on `tests/common`.
 //! Not every file uses every helper, hence the `allow`.
+#![allow(unreachable_pub)]
+// shared helpers of the lifecycle tests, not an API
+// Timestamp arithmetic on values the tests made themselves.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,5 +1,6 @@
-//! Payment-callback verification (SPEC §5): `Flashgate-Signature: t=<unix>,v1=<hex>` over
-//! `"<t>.<raw body>"` with HMAC-SHA256, constant-time, within ±tolerance; and the body.
+//! The `Flashgate-Signature` scheme (SPEC §5): `t=<unix>,v1=<hex>` over `"<t>.<raw body>"`
+//! with HMAC-SHA256. Verified on payment callbacks (constant-time, within ±tolerance) and
+//! made for the http sink's requests — one module, so both sides agree byte for byte.
 //!
 //! Verifies the raw bytes as received, never re-serialised JSON. Several `v1=` values are
 //! accepted so the provider can rotate secrets.
@@ -7,7 +8,6 @@
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -24,15 +24,6 @@ pub enum SignatureError {
     Mismatch,
     #[error("no payment secret is configured")]
     NoSecret,
-}
-
-/// The callback body.
-#[derive(Debug, Deserialize, PartialEq, Eq)]
-pub struct Callback {
-    pub order_id: String,
-    pub payment_id: String,
-    pub amount_cents: u64,
-    pub status: String,
 }
 
 #[derive(Clone)]

@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::campaign::Registry;
+use crate::clock::millis;
 use crate::config::OrdersConfig;
 use crate::metrics::Metrics;
 use crate::sink::Sink;
 use crate::stock::outbox::{self, Entry};
-use crate::stock::Conn;
-use crate::stock::{CampaignKeys, Store, StoreError};
+use crate::stock::{CampaignKeys, Conn, Store, StoreError};
 
 /// Entries read per call.
 const BATCH: usize = 64;
@@ -46,25 +46,25 @@ struct RoundState {
     forgot_at: Instant,
 }
 
-pub struct Consumer {
-    pub store: Store,
-    pub registry: Registry,
-    pub metrics: Metrics,
-    pub sink: Arc<dyn Sink>,
-    pub cfg: OrdersConfig,
+pub(super) struct Consumer {
+    pub(super) store: Store,
+    pub(super) registry: Registry,
+    pub(super) metrics: Metrics,
+    pub(super) sink: Arc<dyn Sink>,
+    pub(super) cfg: OrdersConfig,
     /// Unique per process: `host:pid:random`.
-    pub name: String,
+    pub(super) name: String,
 }
 
 /// A consumer name unique to this process.
-pub fn consumer_name() -> String {
+pub(super) fn consumer_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".into());
     format!(
         "{host}:{}:{:08x}",
         std::process::id(),
-        rand::random::<u32>()
+        ulid::Ulid::new().random() & 0xffff_ffff
     )
 }
 
@@ -72,16 +72,16 @@ impl Consumer {
     /// Exponential back-off with a jitter of ±20%, stable per (entry, attempt) so a poll
     /// loop re-evaluating it does not skew it short.
     fn backoff(&self, id: &str, deliveries: u64) -> u64 {
-        let base = self.cfg.retry_base.0.as_millis() as u64;
+        let base = millis(self.cfg.retry_base.0);
         let exp = base.saturating_mul(1u64 << deliveries.saturating_sub(1).min(20));
-        let capped = exp.min(self.cfg.retry_max.0.as_millis() as u64);
+        let capped = exp.min(millis(self.cfg.retry_max.0));
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (id, deliveries).hash(&mut h);
         let jitter = 80 + h.finish() % 41; // 80..=120 %
         capped * jitter / 100
     }
 
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub(super) async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut con = loop {
             if self.store.conn().get().is_ok() {
                 if let Ok(c) = self.store.conn().dedicated().await {
@@ -107,10 +107,9 @@ impl Consumer {
                 Err(e) => {
                     // The group is gone (Redis restarted without persistence, the stream
                     // was deleted): create it again next round, not fail on NOGROUP forever.
-                    if e.to_string().contains("NOGROUP") {
+                    if e.code() == Some("NOGROUP") {
                         st.grouped.clear();
                     }
-                    self.metrics.redis_errors.inc();
                     tracing::warn!(error = %e, "outbox: redis call failed; will retry");
                     false
                 }
@@ -147,7 +146,7 @@ impl Consumer {
             }
             handled += self.retry(con, keys, &mut st.last_error).await?;
             if forget {
-                let min_idle = (claim_idle * FORGET_AFTER_CLAIMS).as_millis() as u64;
+                let min_idle = millis(claim_idle * FORGET_AFTER_CLAIMS);
                 let gone = self
                     .store
                     .forget_idle_consumers(con, keys, &self.name, min_idle)
@@ -171,7 +170,7 @@ impl Consumer {
         keys: &CampaignKeys,
         last_error: &mut HashMap<String, String>,
     ) -> Result<usize, StoreError> {
-        let claim_idle = self.cfg.claim_idle.0.as_millis() as u64;
+        let claim_idle = millis(self.cfg.claim_idle.0);
         let mut handled = 0;
         for p in self.store.pending(con, &keys.outbox, BATCH).await? {
             let due = if p.consumer == self.name {

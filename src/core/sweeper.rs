@@ -6,20 +6,12 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::campaign::Registry;
-use crate::metrics::Metrics;
-use crate::stock::Store;
+use super::Sale;
 
 /// Orders closed per script call; small enough to keep Redis responsive between calls.
-pub const BATCH: usize = 200;
+pub(super) const BATCH: usize = 200;
 
-pub async fn run(
-    store: Store,
-    registry: Registry,
-    metrics: Metrics,
-    every: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub(super) async fn run(sale: Sale, every: Duration, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -27,23 +19,31 @@ pub async fn run(
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        if store.conn().get().is_err() {
-            continue;
+        if sale.inner.store.conn().get().is_ok() {
+            sale.sweep().await;
         }
-        let campaigns = match store.known_campaigns(registry.ids()).await {
+    }
+}
+
+impl Sale {
+    /// One expiry sweep over every campaign ever loaded: closes the pre-orders whose
+    /// deadline is at or before the sale's clock's now (the background sweeper calls this
+    /// every `orders.sweep_interval`).
+    pub async fn sweep(&self) {
+        let i = &*self.inner;
+        let campaigns = match i.store.known_campaigns(i.registry.ids()).await {
             Ok(c) => c,
             Err(e) => {
-                metrics.redis_errors.inc();
                 tracing::warn!(error = %e, "expiry sweep: cannot list campaigns; will retry");
-                continue;
+                return;
             }
         };
         for (id, keys) in &campaigns {
             loop {
-                match store.expire_due(keys, BATCH).await {
+                match i.store.expire_due(keys, i.clock.now_ms(), BATCH).await {
                     Ok((seen, expired)) => {
                         for (sku, qty) in &expired {
-                            metrics.preorder(id, sku, "expired", *qty as u64);
+                            i.metrics.preorder(id, sku, "expired", u64::from(*qty));
                         }
                         if !expired.is_empty() {
                             tracing::debug!(campaign = %id, n = expired.len(), "pre-orders expired");
@@ -53,7 +53,6 @@ pub async fn run(
                         }
                     }
                     Err(e) => {
-                        metrics.redis_errors.inc();
                         tracing::warn!(campaign = %id, error = %e, "expiry sweep failed; will retry");
                         break;
                     }

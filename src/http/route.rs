@@ -1,0 +1,231 @@
+//! The public router: method + path → a route carrying its parsed ids. Paths under
+//! `/seckill/` and `/payments/` are flashgate's (SPEC §4): one that matches no route is
+//! 404, a known path with another method is 405 with `Allow`; nothing there is proxied.
+
+use http::Method;
+
+use crate::metrics::Metrics;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Route<'a> {
+    Buy { campaign: &'a str, sku: &'a str },
+    Campaign { id: &'a str },
+    OrderGet { id: &'a str },
+    OrderCancel { id: &'a str },
+    PaymentCallback,
+    NotFound,
+    MethodNotAllowed { allow: &'static str },
+    Proxy,
+}
+
+/// Every outcome label a route of ours can record (`flashgate_requests_total`), so the
+/// series exist at 0 from the start.
+const ROUTES: [(&str, &[&str]); 7] = [
+    (
+        "buy",
+        &[
+            "ok",
+            "unauthenticated",
+            "rate-limited",
+            "not-started",
+            "ended",
+            "sold-out",
+            "limit-reached",
+            "not-found",
+            "bad-request",
+            "unavailable",
+            "paused",
+        ],
+    ),
+    ("campaign", &["ok", "not-found"]),
+    (
+        "order_get",
+        &["ok", "unauthenticated", "not-found", "unavailable"],
+    ),
+    (
+        "order_cancel",
+        &[
+            "ok",
+            "unauthenticated",
+            "not-found",
+            "not-pending",
+            "unavailable",
+        ],
+    ),
+    (
+        "payment_callback",
+        &[
+            "ok",
+            "bad-signature",
+            "bad-request",
+            "not-found",
+            "amount-mismatch",
+            "unavailable",
+        ],
+    ),
+    ("no_route", &["not-found", "method-not-allowed"]),
+    ("proxy", &["ok", "upstream-error"]),
+];
+
+/// Creates every route's request series at 0.
+pub(super) fn prime_metrics(metrics: &Metrics) {
+    for (route, outcomes) in ROUTES {
+        metrics.prime_route(route, outcomes);
+    }
+}
+
+impl<'a> Route<'a> {
+    pub(super) fn of(method: &Method, path: &'a str) -> Route<'a> {
+        let (route, allow) = match path_route(path) {
+            PathRoute::Buy { campaign, sku } => (Route::Buy { campaign, sku }, "POST"),
+            PathRoute::Campaign { id } => (Route::Campaign { id }, "GET"),
+            PathRoute::Order { id } => match *method {
+                Method::DELETE => return Route::OrderCancel { id },
+                _ => (Route::OrderGet { id }, "GET, DELETE"),
+            },
+            PathRoute::PaymentCallback => (Route::PaymentCallback, "POST"),
+            PathRoute::Ours => return Route::NotFound,
+            PathRoute::Theirs => return Route::Proxy,
+        };
+        let expected = match route {
+            Route::Buy { .. } | Route::PaymentCallback => Method::POST,
+            _ => Method::GET,
+        };
+        if *method == expected {
+            route
+        } else {
+            Route::MethodNotAllowed { allow }
+        }
+    }
+
+    /// The `route` label in metrics.
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Route::Buy { .. } => "buy",
+            Route::Campaign { .. } => "campaign",
+            Route::OrderGet { .. } => "order_get",
+            Route::OrderCancel { .. } => "order_cancel",
+            Route::PaymentCallback => "payment_callback",
+            Route::NotFound | Route::MethodNotAllowed { .. } => "no_route",
+            Route::Proxy => "proxy",
+        }
+    }
+}
+
+enum PathRoute<'a> {
+    Buy {
+        campaign: &'a str,
+        sku: &'a str,
+    },
+    Campaign {
+        id: &'a str,
+    },
+    Order {
+        id: &'a str,
+    },
+    PaymentCallback,
+    /// Under `/seckill/` or `/payments/`, but no route of ours.
+    Ours,
+    Theirs,
+}
+
+fn path_route(path: &str) -> PathRoute<'_> {
+    if path == "/payments/callback" {
+        return PathRoute::PaymentCallback;
+    }
+    if path == "/payments" || path.starts_with("/payments/") {
+        return PathRoute::Ours;
+    }
+    let rest = match path.strip_prefix("/seckill") {
+        Some("") => return PathRoute::Ours,
+        Some(rest) => match rest.strip_prefix('/') {
+            Some(rest) => rest,
+            None => return PathRoute::Theirs, // `/seckillfoo` is the store's
+        },
+        None => return PathRoute::Theirs,
+    };
+    let mut parts = rest.split('/');
+    let segments = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    );
+    match segments {
+        (Some("campaigns"), Some(id), None, ..) if !id.is_empty() => PathRoute::Campaign { id },
+        (Some("campaigns"), Some(campaign), Some("items"), Some(sku), Some("orders"), None)
+            if !campaign.is_empty() && !sku.is_empty() =>
+        {
+            PathRoute::Buy { campaign, sku }
+        }
+        (Some("orders"), Some(id), None, ..) if !id.is_empty() => PathRoute::Order { id },
+        _ => PathRoute::Ours,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route<'a>(method: &str, path: &'a str) -> Route<'a> {
+        Route::of(&method.parse().unwrap(), path)
+    }
+
+    #[test]
+    fn routes_carry_their_ids() {
+        assert_eq!(
+            route("POST", "/seckill/campaigns/c1/items/sku/orders"),
+            Route::Buy {
+                campaign: "c1",
+                sku: "sku"
+            }
+        );
+        assert_eq!(
+            route("GET", "/seckill/campaigns/c1"),
+            Route::Campaign { id: "c1" }
+        );
+        assert_eq!(
+            route("GET", "/seckill/orders/01J.c1"),
+            Route::OrderGet { id: "01J.c1" }
+        );
+        assert_eq!(
+            route("DELETE", "/seckill/orders/01J.c1"),
+            Route::OrderCancel { id: "01J.c1" }
+        );
+        assert_eq!(route("POST", "/payments/callback"), Route::PaymentCallback);
+    }
+
+    #[test]
+    fn our_paths_never_reach_the_store() {
+        for path in [
+            "/seckill/campaigns/c1/items/sku/orders/x",
+            "/seckill/campaigns//items/sku/orders",
+            "/seckill/orders/01J.c1/cancel",
+            "/seckill/",
+            "/seckill",
+            "/payments/refund",
+            "/payments",
+        ] {
+            assert_eq!(route("POST", path), Route::NotFound, "{path}");
+        }
+        assert_eq!(
+            route("GET", "/seckill/campaigns/c1/items/sku/orders"),
+            Route::MethodNotAllowed { allow: "POST" }
+        );
+        assert_eq!(
+            route("POST", "/seckill/orders/o"),
+            Route::MethodNotAllowed {
+                allow: "GET, DELETE"
+            }
+        );
+        assert_eq!(
+            route("GET", "/payments/callback"),
+            Route::MethodNotAllowed { allow: "POST" }
+        );
+        for path in ["/products/1", "/seckillfoo", "/", "/paymentsx"] {
+            assert_eq!(route("GET", path), Route::Proxy, "{path}");
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! What can go wrong talking to Redis. The Redis error itself is kept (not flattened to a
+//! string), so callers ask for its code instead of matching on message text.
+
+/// A failed Redis call. Every variant means "the outcome is unknown or nothing was done":
+/// the caller fails closed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis command timed out")]
+    Timeout,
+    #[error("redis not connected")]
+    NotConnected,
+    #[error("redis configuration: {0}")]
+    Config(String),
+    #[error("unexpected reply from redis: {0}")]
+    Protocol(String),
+}
+
+impl StoreError {
+    /// The server's error code (`NOGROUP`, `BUSYGROUP`, `NOSCRIPT`, …), if Redis answered one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            StoreError::Redis(e) => e.code(),
+            _ => None,
+        }
+    }
+}
