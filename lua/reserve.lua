@@ -14,6 +14,9 @@
 -- ARGV[8]  payment window (ms)                 ARGV[9]  amount_cents (price * qty)
 -- ARGV[10] Idempotency-Key, or ""              ARGV[11] initial stock (loaded only if absent)
 -- ARGV[12] the caller's holders version (`hv`) of this item, or "" (see sold_out below)
+-- ARGV[13] deadline (ms, Redis' clock as the caller estimates it), or "": a script that
+--          runs later than this (Redis was frozen, the call queued behind others) reserves
+--          nothing — the caller has given up and answered 503 (SPEC §1.5)
 -- Returns one of:
 --   {"reserved", ORDER_FIELDS...}   a new pre-order
 --   {"existing", ORDER_FIELDS...}   the same Idempotency-Key, or the user's pending order for this item
@@ -24,10 +27,17 @@
 --   {"limit", held}
 --   {"paused"}                      the campaign is paused (checked here so every instance
 --                                   obeys at once, not only after its next refresh)
+--   {"late", now}                   past the deadline: nothing read, nothing written
 -- Built inside: <base>order:<id> of an order id stored in the user's hash (an earlier
 -- order: its idempotency key or pending order), which cannot be known before the call.
 
 local ikey, ukey, dkey, hkey, okey = KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6]
+if ARGV[13] ~= '' then
+  local now = now_ms()
+  if now > tonumber(ARGV[13]) then
+    return {'late', now}
+  end
+end
 if redis.call('EXISTS', KEYS[4]) == 1 then
   return {'paused'}
 end

@@ -67,6 +67,44 @@ fn redis_client(redis: &RedisServer) -> redis::Client {
 
 // === Redis away ===
 
+/// SPEC §1.5: a buy answered 503 reserved nothing — even when a frozen Redis wakes up
+/// and runs the reserve scripts that were queued before the gateway gave up. Each one
+/// carries a deadline Redis checks against its own clock, so a late script refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_that_wakes_up_reserves_nothing_for_buys_answered_503() {
+    let redis = RedisServer::start();
+    let store = TestStore::start().await;
+    let mut cfg = config(
+        &redis,
+        &store,
+        CampaignSpec::new("freeze").item("a", 1000, 100),
+    );
+    cfg.set_str("redis", "command_timeout", "200ms");
+    let gw = start(&cfg).await;
+    assert_eq!(buy(&gw, "freeze", "before").await.status, 201);
+
+    let frozen = redis.freeze();
+    let buys = (0..40).map(|n| {
+        let gw = &gw;
+        async move { buy(gw, "freeze", &format!("u{n}")).await }
+    });
+    let answers = futures_util::future::join_all(buys).await;
+    for (n, res) in answers.iter().enumerate() {
+        assert_unavailable(res, &format!("buy {n} while Redis is frozen"));
+    }
+    // Redis wakes up with the 40 scripts queued on the gateway's connection and runs them.
+    drop(frozen);
+    let back = buy_when_back(&gw, "freeze", "after").await;
+    assert_eq!(back.status, 201, "{}", back.text());
+    let stats = gw.item_stats("freeze", "a").await;
+    assert_eq!(
+        (stats["pending"].as_i64(), stats["remaining"].as_i64()),
+        (Some(2), Some(998)),
+        "only the two buys answered 201 hold units: {stats}"
+    );
+    assert_eq!(stats["ledger_ok"], true, "{stats}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_fails_closed_fast_and_recovers_by_itself() {
     let mut redis = RedisServer::start_with_aof();

@@ -54,7 +54,10 @@ impl Sale {
     }
 
     async fn load_scripts_and_stock(&self) -> bool {
-        self.inner.store.ready().await.is_ok() && self.load_stock().await.is_ok()
+        let store = &self.inner.store;
+        store.ready().await.is_ok()
+            && store.sync_clock(&self.inner.clock).await.is_ok()
+            && self.load_stock().await.is_ok()
     }
 
     /// Once Redis answers: load scripts and the campaigns' stock (only where absent).
@@ -92,6 +95,8 @@ impl Sale {
         if i.store.conn().get().is_err() {
             return;
         }
+        // Clocks drift: keep the reservation deadlines' estimate of Redis' clock fresh.
+        let _ = i.store.sync_clock(&i.clock).await;
         for c in i.registry.snapshot().values() {
             if let Ok(paused) = i.store.paused(&c.keys).await {
                 c.paused.store(paused, Ordering::Relaxed);

@@ -89,6 +89,7 @@ impl Sale {
             idempotency_key: idem,
             initial_stock: item.stock,
             holders_version: item.holders_version(),
+            now_ms: i.clock.now_ms(),
         };
         match i.store.reserve(&request).await? {
             ReserveOutcome::Reserved(order) => {
@@ -124,6 +125,10 @@ impl Sale {
                 Err(SaleError::Paused)
             }
             ReserveOutcome::IdempotencyKeyReused => Err(SaleError::IdempotencyKeyReused),
+            ReserveOutcome::TooLate => {
+                tracing::warn!("a reservation reached Redis after its deadline; nothing reserved");
+                Err(SaleError::TooLate)
+            }
         }
     }
 

@@ -60,6 +60,8 @@ pub enum SaleError {
     StockConflict { remaining: i64 },
     #[error(transparent)]
     Reload(#[from] ConfigError),
+    #[error("order storage answered too late; nothing was reserved")]
+    TooLate,
     #[error(transparent)]
     Storage(#[from] StoreError),
 }

@@ -271,6 +271,7 @@ impl From<SaleError> for Problem {
             E::BadSignature(_) => Problem::bad_signature(e.to_string()),
             E::StockConflict { remaining } => Problem::stock_conflict(remaining),
             E::Reload(_) => Problem::bad_request(e.to_string()),
+            E::TooLate => Problem::unavailable(e.to_string()),
             E::Storage(_) => Problem::unavailable("order storage is unavailable; retry shortly"),
         }
     }

@@ -13,6 +13,7 @@ mod error;
 mod keys;
 pub mod order;
 pub mod outbox;
+mod redis_clock;
 mod scripts;
 
 use std::sync::Arc;
@@ -20,8 +21,9 @@ use std::time::Duration;
 
 use prometheus::IntCounter;
 
-use crate::clock::millis;
+use crate::clock::{millis, Clock};
 use redis::FromRedisValue;
+use redis_clock::RedisClock;
 
 pub use conn::{Conn, RedisConn};
 pub use error::StoreError;
@@ -48,6 +50,8 @@ pub struct ReserveRequest<'a> {
     pub initial_stock: u64,
     /// The caller's holders snapshot version of this item (see `HoldersUpdate`).
     pub holders_version: Option<i64>,
+    /// The caller's clock now (ms): the script's deadline is set from it.
+    pub now_ms: i64,
 }
 
 /// What a sold-out reply says about the users holding a pending order of the item.
@@ -73,6 +77,9 @@ pub enum ReserveOutcome {
     },
     IdempotencyKeyReused,
     Paused,
+    /// The script ran after its deadline (the caller would have given up): nothing was
+    /// reserved, so a 503 is a definite answer.
+    TooLate,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -121,6 +128,8 @@ pub struct Store {
     conn: RedisConn,
     pub(crate) scripts: Arc<Scripts>,
     prefix: Arc<str>,
+    /// The estimate of Redis' clock behind each reservation's deadline.
+    redis_clock: Arc<RedisClock>,
 }
 
 type Reply = Vec<Option<String>>;
@@ -160,6 +169,7 @@ impl Store {
             conn: RedisConn::new(cfg, errors)?,
             scripts: Arc::new(Scripts::new()),
             prefix: cfg.key_prefix.as_str().into(),
+            redis_clock: Arc::default(),
         })
     }
 
@@ -230,7 +240,8 @@ impl Store {
             .arg(r.amount_cents);
         inv.arg(r.idempotency_key.unwrap_or(""))
             .arg(r.initial_stock)
-            .arg(r.holders_version.map_or(String::new(), |v| v.to_string()));
+            .arg(r.holders_version.map_or(String::new(), |v| v.to_string()))
+            .arg(self.redis_clock.deadline(r.now_ms, self.conn.timeout()));
         let reply: Reply = self.run(inv).await?;
         Ok(match tag(&reply) {
             "reserved" => ReserveOutcome::Reserved(order_in(&reply)?),
@@ -244,6 +255,7 @@ impl Store {
             },
             "idem_mismatch" => ReserveOutcome::IdempotencyKeyReused,
             "paused" => ReserveOutcome::Paused,
+            "late" => ReserveOutcome::TooLate,
             other => return Err(StoreError::Protocol(format!("reserve returned {other:?}"))),
         })
     }
@@ -474,6 +486,16 @@ impl Store {
         let mut cmd = redis::cmd("EXISTS");
         cmd.arg(&keys.paused);
         self.query(&cmd).await
+    }
+
+    /// Measures Redis' clock against `clock` (one `TIME`), for reservation deadlines.
+    pub async fn sync_clock(&self, clock: &Clock) -> Result<(), StoreError> {
+        let before = clock.now_ms();
+        let (secs, micros): (i64, i64) = self.query(&redis::cmd("TIME")).await?;
+        let after = clock.now_ms();
+        self.redis_clock
+            .record(before, after, secs * 1000 + micros / 1000);
+        Ok(())
     }
 
     /// Loads every script (after connect or a Redis restart) and checks Redis answers.

@@ -96,6 +96,14 @@ impl RedisServer {
         self.dir.path()
     }
 
+    /// Freezes Redis (SIGSTOP) until the guard is dropped (SIGCONT): it keeps its
+    /// connections and queues what arrives, as a stalled host or a long fork would.
+    pub fn freeze(&self) -> Frozen {
+        let pid = self.child.as_ref().expect("redis running").id();
+        signal(pid, "-STOP");
+        Frozen(pid)
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
@@ -199,6 +207,24 @@ fn ping(port: u16) -> bool {
 }
 
 /// The `process_id` from `INFO server`.
+/// A frozen Redis; dropping it lets Redis run again.
+pub struct Frozen(u32);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal(self.0, "-CONT");
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(sig)
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
 fn server_pid(port: u16) -> Option<u32> {
     let cmd = b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n";
     let has_pid = |r: &[u8]| {
