@@ -32,11 +32,10 @@
 -- order: its idempotency key or pending order), which cannot be known before the call.
 
 local ikey, ukey, dkey, hkey, okey = KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6]
-if ARGV[13] ~= '' then
-  local now = now_ms()
-  if now > tonumber(ARGV[13]) then
-    return {'late', now}
-  end
+-- One clock reading for the deadline and the new pre-order's times.
+local now = now_ms()
+if ARGV[13] ~= '' and now > tonumber(ARGV[13]) then
+  return {'late', now}
 end
 if redis.call('EXISTS', KEYS[4]) == 1 then
   return {'paused'}
@@ -95,7 +94,6 @@ if held + qty > limit then
 end
 
 -- all checks passed: write
-local now = now_ms()
 local pay_by = now + window
 redis.call('HINCRBY', ikey, 'remaining', -qty)
 redis.call('HINCRBY', ikey, 'pending', qty)

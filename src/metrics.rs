@@ -22,6 +22,7 @@ pub struct Metrics {
     pub outbox_dead: IntGauge,
     pub sink_deliveries: IntCounterVec,
     pub redis_errors: IntCounter,
+    pub redis_circuit_open: IntGauge,
     pub inflight: IntGauge,
     pub limiter_keys: IntGauge,
 }
@@ -86,6 +87,11 @@ impl Metrics {
         let redis_errors =
             IntCounter::new("flashgate_redis_errors_total", "Redis calls that failed")
                 .expect("valid metric");
+        let redis_circuit_open = IntGauge::new(
+            "flashgate_redis_circuit_open",
+            "1 while Redis is unreachable and calls fail at once (circuit breaker open)",
+        )
+        .expect("valid metric");
         let inflight = IntGauge::new("flashgate_inflight_requests", "Buy requests in flight")
             .expect("valid metric");
         let limiter_keys = IntGauge::new(
@@ -102,6 +108,7 @@ impl Metrics {
             Box::new(outbox_dead.clone()),
             Box::new(sink_deliveries.clone()),
             Box::new(redis_errors.clone()),
+            Box::new(redis_circuit_open.clone()),
             Box::new(inflight.clone()),
             Box::new(limiter_keys.clone()),
         ] {
@@ -117,6 +124,7 @@ impl Metrics {
             outbox_dead,
             sink_deliveries,
             redis_errors,
+            redis_circuit_open,
             inflight,
             limiter_keys,
         }

@@ -344,8 +344,12 @@ async fn removing_a_campaign_does_not_strand_its_paid_orders() {
 async fn only_silent_consumers_holding_nothing_are_forgotten() {
     let s = Setup::new(CampaignSpec::new("forget").item(SKU, 1, PRICE)).await;
     let cfg = s.cfg.load();
-    let errors = prometheus::IntCounter::new("redis_errors", "test").expect("counter");
-    let store = flashgate::stock::Store::new(&cfg.redis, errors).expect("store");
+    let m = flashgate::metrics::Metrics::new();
+    let metrics = flashgate::stock::RedisMetrics {
+        errors: m.redis_errors.clone(),
+        circuit_open: m.redis_circuit_open.clone(),
+    };
+    let store = flashgate::stock::Store::new(&cfg.redis, metrics).expect("store");
     assert!(store.conn().try_connect().await);
     let mut con = store.conn().dedicated().await.expect("connection");
     let keys = store.keys("forget");

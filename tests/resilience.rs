@@ -67,6 +67,67 @@ fn redis_client(redis: &RedisServer) -> redis::Client {
 
 // === Redis away ===
 
+/// `flashgate_redis_circuit_open` as the admin listener exports it.
+async fn circuit_open(gw: &Gateway) -> Option<i64> {
+    let text = send("GET", &gw.admin_url("/metrics"), &[], None)
+        .await
+        .text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("flashgate_redis_circuit_open "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A dead Redis opens the circuit breaker after a few failed calls: from then on buys get
+/// their 503 at once instead of waiting out a timeout each; `/readyz` and the metric say
+/// so; and when Redis is back a probe closes it by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_redis_opens_the_breaker_and_buys_fail_at_once_until_it_is_back() {
+    let mut redis = RedisServer::start_with_aof();
+    let store = TestStore::start().await;
+    let mut cfg = config(
+        &redis,
+        &store,
+        CampaignSpec::new("breaker").item("a", 10, 100),
+    );
+    cfg.set_str("redis", "command_timeout", "300ms");
+    let gw = start(&cfg).await;
+    assert_eq!(circuit_open(&gw).await, Some(0));
+    assert_eq!(buy(&gw, "breaker", "u0").await.status, 201);
+
+    redis.kill();
+    eventually("the breaker opens", Duration::from_secs(10), || async {
+        let res = buy(&gw, "breaker", "u1").await;
+        assert_unavailable(&res, "buy while Redis is dead");
+        (circuit_open(&gw).await == Some(1)).then_some(())
+    })
+    .await;
+    // Open: 503 at once. One call per cool-down is let through as a probe (and may wait
+    // out its timeout), so most, not all, of these are instant.
+    let mut instant = 0;
+    for n in 0..20 {
+        let t = Instant::now();
+        let res = buy(&gw, "breaker", &format!("open{n}")).await;
+        assert_unavailable(&res, "buy while the breaker is open");
+        instant += usize::from(t.elapsed() < Duration::from_millis(20));
+    }
+    assert!(
+        instant >= 15,
+        "only {instant} of 20 buys were answered at once"
+    );
+    let ready = send("GET", &gw.admin_url("/readyz"), &[], None).await;
+    assert_eq!(ready.status, 503);
+
+    redis.restart();
+    let back = buy_when_back(&gw, "breaker", "back").await;
+    assert_eq!(back.status, 201, "{}", back.text());
+    assert_eq!(circuit_open(&gw).await, Some(0));
+    let stats = gw.item_stats("breaker", "a").await;
+    assert_eq!(
+        stats["pending"], 2,
+        "nothing answered 503 reserved: {stats}"
+    );
+}
+
 /// SPEC §1.5: a buy answered 503 reserved nothing — even when a frozen Redis wakes up
 /// and runs the reserve scripts that were queued before the gateway gave up. Each one
 /// carries a deadline Redis checks against its own clock, so a late script refuses.

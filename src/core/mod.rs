@@ -33,7 +33,7 @@ use crate::limit::{Inflight, Limiters};
 use crate::metrics::Metrics;
 use crate::signature::SignatureVerifier;
 use crate::sink::{Sink, SinkError};
-use crate::stock::{Store, StoreError};
+use crate::stock::{RedisMetrics, Store, StoreError};
 
 /// Why a sale could not be set up from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +80,13 @@ impl Sale {
         }
         Ok(Sale {
             inner: Arc::new(Inner {
-                store: Store::new(&cfg.redis, metrics.redis_errors.clone())?,
+                store: Store::new(
+                    &cfg.redis,
+                    RedisMetrics {
+                        errors: metrics.redis_errors.clone(),
+                        circuit_open: metrics.redis_circuit_open.clone(),
+                    },
+                )?,
                 registry: Registry::new(&cfg.redis.key_prefix, &cfg.campaigns),
                 limiters: Limiters::new(&cfg.limits),
                 inflight: Inflight::new(cfg.server.max_inflight),

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntGauge};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
@@ -23,6 +23,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use tokio::sync::OnceCell;
 
+use super::breaker::{Admit, Breaker};
 use super::StoreError;
 use crate::config::RedisConfig;
 
@@ -86,12 +87,24 @@ struct Inner {
     /// `flashgate_redis_errors_total`: every failed call passes through
     /// [`RedisConn::bounded`], the one place it is counted.
     errors: IntCounter,
+    /// Fails calls fast while Redis is unreachable; `circuit_open` shows its state.
+    breaker: Breaker,
+    circuit_open: IntGauge,
+}
+
+/// The metrics a Redis connection keeps.
+#[derive(Clone)]
+pub struct RedisMetrics {
+    /// `flashgate_redis_errors_total`
+    pub errors: IntCounter,
+    /// `flashgate_redis_circuit_open`: 1 while the breaker refuses calls.
+    pub circuit_open: IntGauge,
 }
 
 impl RedisConn {
     /// A single Redis at `redis.url`, or a cluster reached through any of
     /// `redis.cluster_urls` (when that list is not empty). Failed calls count in `errors`.
-    pub fn new(cfg: &RedisConfig, errors: IntCounter) -> Result<RedisConn, StoreError> {
+    pub fn new(cfg: &RedisConfig, metrics: RedisMetrics) -> Result<RedisConn, StoreError> {
         let timeout = cfg.command_timeout.0;
         let config = |e: redis::RedisError| StoreError::Config(e.to_string());
         let client = if cfg.cluster_urls.is_empty() {
@@ -117,7 +130,9 @@ impl RedisConn {
                 client,
                 timeout,
                 shared: OnceCell::new(),
-                errors,
+                errors: metrics.errors,
+                breaker: Breaker::new(cfg.cluster_urls.is_empty()),
+                circuit_open: metrics.circuit_open,
             }),
         })
     }
@@ -202,19 +217,32 @@ impl RedisConn {
     }
 
     /// Runs a Redis call under a deadline; a timeout means the outcome is unknown. The
-    /// one place failed calls are counted, so `flashgate_redis_errors_total` is exact.
+    /// one place failed calls are counted, so `flashgate_redis_errors_total` is exact,
+    /// and the circuit breaker's gate: while it is open, calls fail at once.
     pub async fn bounded<T>(
         &self,
         limit: Duration,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        let i = &*self.inner;
+        let admitted = i.breaker.admit();
+        if admitted == Admit::Refuse {
+            return Err(StoreError::CircuitOpen);
+        }
         let result = match tokio::time::timeout(limit, call).await {
             Ok(r) => r,
             Err(_) => Err(StoreError::Timeout),
         };
-        if result.is_err() {
-            self.inner.errors.inc();
+        if let Err(e) = &result {
+            i.errors.inc();
+            tracing::warn!(error = %e, "redis call failed; failing closed");
         }
+        if i.breaker.record(&admitted, &result) {
+            tracing::warn!(
+                "redis unreachable: circuit open, buys get 503 at once until a probe succeeds"
+            );
+        }
+        i.circuit_open.set(i64::from(i.breaker.is_open()));
         result
     }
 }

@@ -11,6 +11,8 @@ pub enum StoreError {
     Timeout,
     #[error("redis not connected")]
     NotConnected,
+    #[error("redis unreachable; failing fast until a probe gets through")]
+    CircuitOpen,
     #[error("redis configuration: {0}")]
     Config(String),
     #[error("unexpected reply from redis: {0}")]

@@ -8,6 +8,7 @@
 //! buy, or answer a Redis failure with anything but a `StoreError` (the caller fails
 //! closed). Every call goes through `RedisConn::bounded`, which counts failures.
 
+mod breaker;
 mod conn;
 mod error;
 mod keys;
@@ -19,13 +20,11 @@ mod scripts;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::IntCounter;
-
 use crate::clock::{millis, Clock};
 use redis::FromRedisValue;
 use redis_clock::RedisClock;
 
-pub use conn::{Conn, RedisConn};
+pub use conn::{Conn, RedisConn, RedisMetrics};
 pub use error::StoreError;
 pub use keys::{CampaignKeys, Holders};
 pub use order::{Order, OrderStatus};
@@ -163,10 +162,13 @@ fn int_at(r: &Reply, i: usize) -> i64 {
 }
 
 impl Store {
-    /// A store on the Redis `cfg` names; failed calls count in `errors`.
-    pub fn new(cfg: &crate::config::RedisConfig, errors: IntCounter) -> Result<Store, StoreError> {
+    /// A store on the Redis `cfg` names, keeping `metrics`.
+    pub fn new(
+        cfg: &crate::config::RedisConfig,
+        metrics: RedisMetrics,
+    ) -> Result<Store, StoreError> {
         Ok(Store {
-            conn: RedisConn::new(cfg, errors)?,
+            conn: RedisConn::new(cfg, metrics)?,
             scripts: Arc::new(Scripts::new()),
             prefix: cfg.key_prefix.as_str().into(),
             redis_clock: Arc::default(),
