@@ -1,11 +1,19 @@
 //! Gateway and campaign configuration: TOML → validated, typed config.
 //!
 //! Owns parsing (`gateway.toml` + `campaigns/*.toml`), validation and secret lookup.
-//! Every error names the file, line:column and field. Unknown keys are errors.
+//! `serve` and `check` load through the same [`Config::check`], so they accept and
+//! refuse exactly the same files. Every problem names the file, line:column and field,
+//! and all of them are reported, not only the first. Unknown keys are errors.
 //! Never reads secrets from TOML: only from the environment variables the TOML names,
 //! through an injected lookup so tests need not touch the process environment.
+//!
+//! `diagnostics` words the errors; `gateway` checks gateway.toml's tables and reads the
+//! secrets; `campaign` reads the campaign files.
 
-use std::collections::HashSet;
+mod campaign;
+mod diagnostics;
+mod gateway;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,42 +24,8 @@ use serde::{Deserialize, Deserializer};
 use time::OffsetDateTime;
 use toml::Spanned;
 
-/// A configuration error: where it is and what is wrong.
-#[derive(Debug, thiserror::Error)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    /// 1-based line and column, when the error points into the file.
-    pub position: Option<(usize, usize)>,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.position {
-            Some((line, col)) => {
-                write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message)
-            }
-            None => write!(f, "{}: {}", self.file.display(), self.message),
-        }
-    }
-}
-
-impl ConfigError {
-    fn at(file: &Path, src: &str, span: Option<std::ops::Range<usize>>, message: String) -> Self {
-        ConfigError {
-            file: file.to_path_buf(),
-            position: span.map(|s| line_col(src, s.start)),
-            message,
-        }
-    }
-}
-
-fn line_col(src: &str, offset: usize) -> (usize, usize) {
-    let before = &src[..offset.min(src.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
-}
+pub use campaign::{load_campaigns, valid_id, Campaign, Item};
+pub use diagnostics::ConfigError;
 
 // === durations, rates ===
 
@@ -259,7 +233,9 @@ pub struct OrdersConfig {
     #[serde(default = "d_sweep")]
     pub sweep_interval: HumanDuration,
     /// SPEC §3's example writes `campaigns_dir` after `[orders]`, where TOML files it.
+    /// Accepted here so the key is known; read by `gateway::campaigns_dir`.
     #[serde(default)]
+    #[allow(dead_code)]
     campaigns_dir: Option<Spanned<String>>,
 }
 
@@ -303,70 +279,6 @@ impl Default for OrdersConfig {
             campaigns_dir: None,
         }
     }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GatewayFile {
-    server: ServerConfig,
-    redis: RedisConfig,
-    upstream: UpstreamConfig,
-    identity: IdentityConfig,
-    #[serde(default)]
-    limits: LimitsConfig,
-    #[serde(default)]
-    payment: PaymentConfig,
-    #[serde(default)]
-    admin: AdminConfig,
-    #[serde(default)]
-    orders: OrdersConfig,
-    campaigns_dir: Option<Spanned<String>>,
-}
-
-// === campaigns/*.toml ===
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CampaignFile {
-    id: Spanned<String>,
-    name: String,
-    starts_at: Spanned<toml::value::Datetime>,
-    ends_at: Spanned<toml::value::Datetime>,
-    payment_window: Spanned<HumanDuration>,
-    per_user_limit: Spanned<u32>,
-    #[serde(default)]
-    limits: LimitsConfig,
-    items: Spanned<Vec<ItemFile>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ItemFile {
-    sku: Spanned<String>,
-    stock: Spanned<i64>,
-    price_cents: Spanned<i64>,
-}
-
-/// One item on sale.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Item {
-    pub sku: String,
-    pub stock: u64,
-    pub price_cents: u64,
-}
-
-/// One campaign, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Campaign {
-    pub id: String,
-    pub name: String,
-    pub starts_at: OffsetDateTime,
-    pub ends_at: OffsetDateTime,
-    pub payment_window: Duration,
-    pub per_user_limit: u32,
-    pub limits: LimitsConfig,
-    pub items: Vec<Item>,
-    pub file: PathBuf,
 }
 
 /// Secrets, looked up from the environment variables named by the config.
@@ -417,355 +329,51 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: path.to_path_buf(),
-        position: None,
-        message: format!("cannot read: {e}"),
-    })
+/// What `check` does with the secrets the config names.
+#[derive(Clone, Copy)]
+pub enum SecretSource<'a> {
+    /// Read each from the environment; a named one that is unset or empty is an error.
+    Env(EnvLookup<'a>),
+    /// Read none (`check --no-secrets`, for CI of campaign files): only the names are checked.
+    Skip,
 }
 
-fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, src: &str) -> Result<T, ConfigError> {
-    toml::from_str(src).map_err(|e| {
-        let msg = e.message().trim();
-        let msg = match e.span().and_then(|s| field_at(src, s.start)) {
-            Some(field) => format!("field `{field}`: {msg}"),
-            None => msg.to_string(),
-        };
-        ConfigError::at(path, src, e.span(), msg)
-    })
+/// Everything a load found: the configuration, or every error; and every warning
+/// (a campaign that already ended, no campaigns at all, no admin token).
+#[derive(Debug)]
+pub struct Report {
+    /// `Err` holds at least one error, in file order (gateway.toml, then the campaigns).
+    pub config: Result<Config, Vec<ConfigError>>,
+    pub warnings: Vec<ConfigError>,
 }
 
-/// The table a line opens (`[server]`, `[[items]]`), if it is a header.
-fn table_header(line: &str) -> Option<&str> {
-    let t = line.trim();
-    let inner = t.strip_prefix("[[").and_then(|r| r.split("]]").next());
-    inner
-        .or_else(|| t.strip_prefix('[').and_then(|r| r.split(']').next()))
-        .map(str::trim)
-}
-
-/// The dotted path (`server.header_read_timeout`) of the key whose value holds `offset`.
-fn field_at(src: &str, offset: usize) -> Option<String> {
-    let mut table = "";
-    let mut key: Option<&str> = None;
-    let mut start = 0;
-    for line in src.split_inclusive('\n') {
-        if start > offset {
-            break;
+impl Report {
+    pub(crate) fn failed(errors: Vec<ConfigError>, warnings: Vec<ConfigError>) -> Report {
+        debug_assert!(!errors.is_empty());
+        Report {
+            config: Err(errors),
+            warnings,
         }
-        if let Some(t) = table_header(line) {
-            table = t;
-            key = None;
-        } else if let Some((k, _)) = line.split_once('=') {
-            let k = k.trim();
-            if !k.is_empty() && !k.starts_with('#') {
-                key = Some(k);
-            }
-        }
-        start += line.len();
     }
-    let key = key?;
-    Some(if table.is_empty() {
-        key.to_string()
-    } else {
-        format!("{table}.{key}")
-    })
+}
+
+pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::whole(path, format!("cannot read: {e}")))
 }
 
 impl Config {
-    /// Loads `gateway.toml` and every campaign file; secrets come from `env`.
+    /// Loads `gateway.toml` and every campaign file; secrets come from `env`. The first
+    /// error, if any: use [`Config::check`] for all of them and the warnings.
     pub fn load(path: &Path, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
-        let src = read(path)?;
-        let g: GatewayFile = parse_toml(path, &src)?;
-        let err =
-            |span: Option<std::ops::Range<usize>>, m: String| ConfigError::at(path, &src, span, m);
+        Config::check(path, SecretSource::Env(env))
+            .config
+            .map_err(|mut errors| errors.swap_remove(0))
+    }
 
-        for (field, spec) in [
-            ("limits.per_ip", g.limits.per_ip),
-            ("limits.per_user", g.limits.per_user),
-        ] {
-            if let Some(Err(m)) = spec.map(|s| s.check()) {
-                return Err(err(find_key(&src, field), format!("field `{field}`: {m}")));
-            }
-        }
-        if !(g.upstream.url.starts_with("http://") || g.upstream.url.starts_with("https://")) {
-            return Err(err(
-                find_key(&src, "upstream.url"),
-                "field `upstream.url`: must be an http:// URL".into(),
-            ));
-        }
-        if g.server.max_body_bytes == 0 {
-            return Err(err(
-                find_key(&src, "server.max_body_bytes"),
-                "field `server.max_body_bytes`: must be > 0".into(),
-            ));
-        }
-        if g.redis.key_prefix.is_empty() || g.redis.key_prefix.contains(['{', '}']) {
-            return Err(err(
-                find_key(&src, "redis.key_prefix"),
-                "field `redis.key_prefix`: must be non-empty, without braces".into(),
-            ));
-        }
-        for (field, url) in std::iter::once(("redis.url", &g.redis.url)).chain(
-            g.redis
-                .cluster_urls
-                .iter()
-                .map(|u| ("redis.cluster_urls", u)),
-        ) {
-            if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
-                return Err(err(
-                    find_key(&src, field),
-                    format!("field `{field}`: invalid Redis URL {url:?}: {e}"),
-                ));
-            }
-        }
-        if g.orders.max_attempts == 0 {
-            return Err(err(
-                find_key(&src, "orders.max_attempts"),
-                "field `orders.max_attempts`: must be > 0".into(),
-            ));
-        }
-        let secrets = Secrets {
-            jwt_secret: env(&g.identity.jwt_secret_env),
-            payment_secret: env(&g.payment.secret_env),
-            admin_token: g.admin.token_env.as_deref().and_then(env),
-            sink_secret: env(&g.orders.http_secret_env),
-            postgres_url: env(&g.orders.postgres_url_env),
-        };
-        if g.identity.mode == IdentityMode::Jwt && secrets.jwt_secret.is_none() {
-            return Err(err(
-                find_key(&src, "identity.jwt_secret_env")
-                    .or_else(|| find_key(&src, "identity.mode")),
-                format!(
-                    "field `identity.jwt_secret_env`: environment variable {} is not set",
-                    g.identity.jwt_secret_env
-                ),
-            ));
-        }
-        match g.orders.sink {
-            SinkKind::Http if g.orders.http_url.is_none() => {
-                return Err(err(
-                    find_key(&src, "orders.sink"),
-                    "field `orders.http_url`: required when sink = \"http\"".into(),
-                ));
-            }
-            SinkKind::Postgres if secrets.postgres_url.is_none() => {
-                return Err(err(
-                    find_key(&src, "orders.postgres_url_env")
-                        .or_else(|| find_key(&src, "orders.sink")),
-                    format!(
-                        "field `orders.postgres_url_env`: environment variable {} is not set",
-                        g.orders.postgres_url_env
-                    ),
-                ));
-            }
-            _ => {}
-        }
-
-        let base = path.parent().unwrap_or(Path::new("."));
-        let dir = g.campaigns_dir.as_ref().or(g.orders.campaigns_dir.as_ref());
-        let campaigns_dir = base.join(dir.map_or("campaigns", |d| d.get_ref().as_str()));
-        if !campaigns_dir.is_dir() {
-            let span = dir.map(|d| d.span());
-            return Err(err(
-                span,
-                format!(
-                    "field `campaigns_dir`: {} is not a directory",
-                    campaigns_dir.display()
-                ),
-            ));
-        }
-        let campaigns = load_campaigns(&campaigns_dir)?;
-        Ok(Config {
-            path: path.to_path_buf(),
-            server: g.server,
-            redis: g.redis,
-            upstream: g.upstream,
-            identity: g.identity,
-            limits: g.limits,
-            payment: g.payment,
-            admin: g.admin,
-            orders: g.orders,
-            campaigns_dir,
-            campaigns,
-            secrets,
-        })
+    /// Loads and validates everything, collecting every error and warning.
+    pub fn check(path: &Path, secrets: SecretSource<'_>) -> Report {
+        gateway::check(path, secrets, OffsetDateTime::now_utc())
     }
-}
-
-/// Points at `key =` inside `[table]` (or at a dotted `table.key =`), for errors found
-/// after parsing. `path` is `table.key`, or `key` for a top-level key.
-fn find_key(src: &str, path: &str) -> Option<std::ops::Range<usize>> {
-    let (table, key) = path.rsplit_once('.').unwrap_or(("", path));
-    let mut current = "";
-    let mut offset = 0;
-    for line in src.split_inclusive('\n') {
-        if let Some(t) = table_header(line) {
-            current = t;
-        } else {
-            let t = line.trim_start();
-            let indent = line.len() - t.len();
-            let wanted = if current == table {
-                Some(key)
-            } else if current.is_empty() {
-                Some(path)
-            } else {
-                None
-            };
-            if let Some(rest) = wanted.and_then(|w| t.strip_prefix(w).map(|r| (w, r))) {
-                if rest.1.trim_start().starts_with('=') {
-                    return Some(offset + indent..offset + indent + rest.0.len());
-                }
-            }
-        }
-        offset += line.len();
-    }
-    None
-}
-
-/// Loads and validates every `*.toml` in `dir`, sorted by file name.
-pub fn load_campaigns(dir: &Path) -> Result<Vec<Campaign>, ConfigError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| ConfigError {
-        file: dir.to_path_buf(),
-        position: None,
-        message: format!("cannot list campaigns: {e}"),
-    })?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
-    let mut seen = HashSet::new();
-    let mut out = Vec::with_capacity(files.len());
-    for f in files {
-        let src = read(&f)?;
-        let c = parse_campaign(&f, &src)?;
-        if !seen.insert(c.id.clone()) {
-            return Err(ConfigError::at(
-                &f,
-                &src,
-                find_key(&src, "id"),
-                format!("field `id`: campaign {:?} is defined twice", c.id),
-            ));
-        }
-        out.push(c);
-    }
-    Ok(out)
-}
-
-/// Ids and SKUs appear in URLs and Redis keys: keep them to a safe alphabet.
-pub fn valid_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-fn to_offset(dt: &toml::value::Datetime) -> Result<OffsetDateTime, String> {
-    if dt.offset.is_none() || dt.date.is_none() || dt.time.is_none() {
-        return Err("must be an offset date-time such as 2026-11-11T00:00:00+08:00".into());
-    }
-    OffsetDateTime::parse(
-        &dt.to_string(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .map_err(|e| e.to_string())
-}
-
-fn parse_campaign(path: &Path, src: &str) -> Result<Campaign, ConfigError> {
-    let c: CampaignFile = parse_toml(path, src)?;
-    let err = |span: std::ops::Range<usize>, field: &str, m: &str| {
-        ConfigError::at(path, src, Some(span), format!("field `{field}`: {m}"))
-    };
-    if !valid_id(c.id.get_ref()) {
-        return Err(err(
-            c.id.span(),
-            "id",
-            "must be 1-64 characters of A-Z a-z 0-9 - _",
-        ));
-    }
-    let starts_at =
-        to_offset(c.starts_at.get_ref()).map_err(|m| err(c.starts_at.span(), "starts_at", &m))?;
-    let ends_at =
-        to_offset(c.ends_at.get_ref()).map_err(|m| err(c.ends_at.span(), "ends_at", &m))?;
-    if ends_at <= starts_at {
-        return Err(err(c.ends_at.span(), "ends_at", "must be after starts_at"));
-    }
-    if c.payment_window.get_ref().0 < Duration::from_secs(1) {
-        return Err(err(
-            c.payment_window.span(),
-            "payment_window",
-            "must be at least 1s",
-        ));
-    }
-    if *c.per_user_limit.get_ref() == 0 {
-        return Err(err(
-            c.per_user_limit.span(),
-            "per_user_limit",
-            "must be at least 1",
-        ));
-    }
-    for (field, spec) in [
-        ("limits.per_ip", c.limits.per_ip),
-        ("limits.per_user", c.limits.per_user),
-    ] {
-        if let Some(Err(m)) = spec.map(|s| s.check()) {
-            return Err(ConfigError::at(
-                path,
-                src,
-                find_key(src, field),
-                format!("field `{field}`: {m}"),
-            ));
-        }
-    }
-    if c.items.get_ref().is_empty() {
-        return Err(err(
-            c.items.span(),
-            "items",
-            "a campaign needs at least one item",
-        ));
-    }
-    let mut skus = HashSet::new();
-    let mut items = Vec::with_capacity(c.items.get_ref().len());
-    for it in c.items.into_inner() {
-        if !valid_id(it.sku.get_ref()) {
-            return Err(err(
-                it.sku.span(),
-                "items.sku",
-                "must be 1-64 characters of A-Z a-z 0-9 - _",
-            ));
-        }
-        if !skus.insert(it.sku.get_ref().clone()) {
-            return Err(err(it.sku.span(), "items.sku", "duplicate sku"));
-        }
-        if *it.stock.get_ref() < 0 {
-            return Err(err(it.stock.span(), "items.stock", "must not be negative"));
-        }
-        if *it.price_cents.get_ref() < 0 {
-            return Err(err(
-                it.price_cents.span(),
-                "items.price_cents",
-                "must not be negative",
-            ));
-        }
-        items.push(Item {
-            sku: it.sku.into_inner(),
-            stock: it.stock.into_inner().unsigned_abs(), // checked >= 0 above
-            price_cents: it.price_cents.into_inner().unsigned_abs(),
-        });
-    }
-    Ok(Campaign {
-        id: c.id.into_inner(),
-        name: c.name,
-        starts_at,
-        ends_at,
-        payment_window: c.payment_window.into_inner().0,
-        per_user_limit: c.per_user_limit.into_inner(),
-        limits: c.limits,
-        items,
-        file: path.to_path_buf(),
-    })
 }
 
 #[cfg(test)]

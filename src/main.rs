@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use flashgate::config::{process_env, Config};
+use flashgate::config::{process_env, Config, ConfigError, SecretSource};
+use time::format_description::well_known::Rfc3339;
 
 #[derive(Parser)]
 #[command(name = "flashgate", version, about = "A flash-sale (seckill) gateway")]
@@ -28,6 +29,10 @@ enum Command {
     Check {
         #[arg(long, default_value = "config/gateway.toml")]
         config: PathBuf,
+        /// Do not read the secrets' environment variables (CI of campaign files); only
+        /// check that the config names them.
+        #[arg(long)]
+        no_secrets: bool,
     },
 }
 
@@ -50,7 +55,7 @@ fn init_logging(format: LogFormat) {
 }
 
 /// The `check` summary; written with `write!` so a closed pipe (`| head`) is not a panic.
-fn summary(cfg: &Config) -> std::io::Result<()> {
+fn summary(cfg: &Config, no_secrets: bool) -> std::io::Result<()> {
     use std::io::Write;
     let rate = |r: &Option<flashgate::config::RateSpec>| match r {
         Some(r) => format!(
@@ -63,6 +68,9 @@ fn summary(cfg: &Config) -> std::io::Result<()> {
     };
     let mut out = std::io::stdout().lock();
     writeln!(out, "config OK: {}", cfg.path.display())?;
+    if no_secrets {
+        writeln!(out, "  secrets not read (--no-secrets)")?;
+    }
     writeln!(
         out,
         "  public {}  admin {}  redis {}  upstream {}  sink {:?}",
@@ -89,8 +97,8 @@ fn summary(cfg: &Config) -> std::io::Result<()> {
             "  - {} ({}): {} .. {}, payment window {}, per-user limit {}",
             c.id,
             c.name,
-            c.starts_at,
-            c.ends_at,
+            rfc3339(c.starts_at),
+            rfc3339(c.ends_at),
             humantime::format_duration(c.payment_window),
             c.per_user_limit
         )?;
@@ -122,40 +130,76 @@ async fn shutdown_signal() {
     }
 }
 
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+/// Prints every problem, one `error: file:line:col: ...` line each, and a count.
+fn print_problems(errors: &[ConfigError], warnings: &[ConfigError]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+    if errors.len() > 1 {
+        eprintln!("{} errors", errors.len());
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let (Command::Serve { config } | Command::Check { config }) = &cli.command;
-    let cfg = match Config::load(config, &process_env) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return match cli.command {
-                Command::Check { .. } => ExitCode::from(1),
-                Command::Serve { .. } => ExitCode::from(64),
-            };
-        }
-    };
     match cli.command {
-        Command::Check { .. } => {
-            let _ = summary(&cfg);
-            ExitCode::SUCCESS
-        }
-        Command::Serve { .. } => {
-            let rt = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+        Command::Check { config, no_secrets } => {
+            let secrets = if no_secrets {
+                SecretSource::Skip
+            } else {
+                SecretSource::Env(&process_env)
             };
-            match rt.block_on(flashgate::run(cfg, shutdown_signal())) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
+            let report = Config::check(&config, secrets);
+            match &report.config {
+                Ok(cfg) => {
+                    print_problems(&[], &report.warnings);
+                    let _ = summary(cfg, no_secrets);
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    print_problems(errors, &report.warnings);
+                    ExitCode::from(1)
                 }
             }
+        }
+        Command::Serve { config } => {
+            let report = Config::check(&config, SecretSource::Env(&process_env));
+            let cfg = match report.config {
+                Ok(cfg) => cfg,
+                Err(errors) => {
+                    print_problems(&errors, &report.warnings);
+                    return ExitCode::from(64);
+                }
+            };
+            for w in &report.warnings {
+                tracing::warn!(file = %w.file.display(), "{}", w);
+            }
+            serve(cfg)
+        }
+    }
+}
+
+fn serve(cfg: Config) -> ExitCode {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(flashgate::run(cfg, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -70,6 +70,11 @@ fn no_env(_: &str) -> Option<String> {
     None
 }
 
+/// [`env`] without the variables named in `without`.
+fn env_without(without: &'static [&'static str]) -> impl Fn(&str) -> Option<String> {
+    move |name| (!without.contains(&name)).then(|| env(name)).flatten()
+}
+
 /// A gateway.toml and campaign files written into a fresh temporary directory.
 struct Fixture {
     dir: TempDir,
@@ -337,7 +342,8 @@ fn campaigns_load_sorted_by_file_name() {
 fn header_identity_needs_no_jwt_secret() {
     let gw = GATEWAY.replace(r#"mode = "jwt""#, r#"mode = "header""#);
     let fx = Fixture::new(&gw, &[("sale.toml", CAMPAIGN)]);
-    let c = Config::load(&fx.gateway(), &no_env).unwrap_or_else(|e| panic!("{e}"));
+    let lookup = env_without(&["FG_TEST_JWT", "FLASHGATE_JWT_SECRET"]);
+    let c = Config::load(&fx.gateway(), &lookup).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.identity.mode, IdentityMode::Header);
     assert_eq!(c.identity.header, "X-User-Id");
     assert_eq!(c.secrets.jwt_secret, None);
@@ -401,7 +407,7 @@ fn bad_cidr_names_field() {
 #[test]
 fn missing_jwt_secret_env_var() {
     let fx = Fixture::new(GATEWAY, &[("sale.toml", CAMPAIGN)]);
-    let err = Config::load(&fx.gateway(), &no_env).unwrap_err();
+    let err = Config::load(&fx.gateway(), &env_without(&["FG_TEST_JWT"])).unwrap_err();
     let at = pos_of(GATEWAY, "jwt_secret_env");
     assert_error(&err, &fx.gateway(), at, "identity.jwt_secret_env");
     assert!(err.message.contains("FG_TEST_JWT"), "{err}");
@@ -664,15 +670,6 @@ fn missing_gateway_file() {
 }
 
 #[test]
-fn line_col_counts_characters() {
-    let src = "a = 1\n# é\nb = 2\n";
-    assert_eq!(line_col(src, 0), (1, 1));
-    assert_eq!(line_col(src, src.find('b').unwrap()), (3, 1));
-    assert_eq!(line_col(src, src.find("2").unwrap()), (3, 5));
-    assert_eq!(line_col("# é x", "# é ".len()), (1, 5));
-}
-
-#[test]
 fn bad_redis_url_points_at_it() {
     let gw = GATEWAY.replace("redis://127.0.0.1:6379/0", "http://127.0.0.1:6379");
     let (fx, err) = gateway_err(&gw);
@@ -702,4 +699,272 @@ fn cluster_urls_load() {
         .load()
         .expect("loads");
     assert_eq!(c.redis.cluster_urls.len(), 2);
+}
+
+// === every problem, secrets, warnings (Config::check) ===
+
+fn check(fx: &Fixture, env: EnvLookup<'_>) -> Report {
+    Config::check(&fx.gateway(), SecretSource::Env(env))
+}
+
+#[track_caller]
+fn errors(report: &Report) -> Vec<String> {
+    match &report.config {
+        Ok(_) => panic!("expected errors, the config loaded"),
+        Err(e) => e.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[track_caller]
+fn has(lines: &[String], needle: &str) {
+    assert!(
+        lines.iter().any(|l| l.contains(needle)),
+        "no line contains {needle:?}: {lines:#?}"
+    );
+}
+
+#[test]
+fn every_missing_secret_is_an_error_at_the_key_naming_it() {
+    let gw =
+        format!("{GATEWAY}\n[payment]\nsecret_env = \"PAY\"\n\n[admin]\ntoken_env = \"ADMIN\"\n");
+    let fx = Fixture::new(&gw, &[("sale.toml", CAMPAIGN)]);
+    let report = check(&fx, &no_env);
+    let errs = errors(&report);
+    assert_eq!(errs.len(), 4, "{errs:#?}");
+    let at = |needle: &str| {
+        let (l, c) = pos_of(&gw, needle);
+        format!("gateway.toml:{l}:{c}: ")
+    };
+    has(
+        &errs,
+        &format!("{}field `identity.jwt_secret_env`", at("jwt_secret_env")),
+    );
+    has(&errs, "FG_TEST_JWT");
+    has(
+        &errs,
+        &format!("{}field `payment.secret_env`", at("secret_env = \"PAY")),
+    );
+    has(
+        &errs,
+        &format!("{}field `admin.token_env`", at("token_env")),
+    );
+    has(&errs, "ADMIN is not set");
+    // The sink secret's key is not written: the error points at [orders].
+    has(
+        &errs,
+        &format!("{}field `orders.http_secret_env`", at("[orders]")),
+    );
+    has(&errs, "FLASHGATE_SINK_SECRET");
+}
+
+#[test]
+fn an_empty_secret_is_missing() {
+    let fx = Fixture::new(GATEWAY, &[("sale.toml", CAMPAIGN)]);
+    let lookup = |name: &str| match name {
+        "FLASHGATE_SINK_SECRET" => Some(" ".to_string()),
+        _ => env(name),
+    };
+    let errs = errors(&check(&fx, &lookup));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    has(&errs, "FLASHGATE_SINK_SECRET is not set or empty");
+}
+
+#[test]
+fn a_postgres_url_that_does_not_parse_is_refused_without_echoing_it() {
+    let gw = GATEWAY.replace(r#"sink = "http""#, r#"sink = "postgres""#);
+    let fx = Fixture::new(&gw, &[("sale.toml", CAMPAIGN)]);
+    let lookup = |name: &str| match name {
+        "FLASHGATE_POSTGRES_URL" => Some("postgres://u:hunter2@h/db?sslmode=bogus".into()),
+        _ => env(name),
+    };
+    let errs = errors(&check(&fx, &lookup));
+    has(
+        &errs,
+        "FLASHGATE_POSTGRES_URL is not a PostgreSQL connection URL",
+    );
+    assert!(!errs.iter().any(|e| e.contains("hunter2")), "{errs:#?}");
+}
+
+#[test]
+fn without_secrets_nothing_is_read() {
+    let fx = Fixture::new(GATEWAY, &[("sale.toml", CAMPAIGN)]);
+    let c = Config::check(&fx.gateway(), SecretSource::Skip)
+        .config
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(c.secrets.jwt_secret, None);
+    assert_eq!(c.secrets.payment_secret, None);
+}
+
+#[test]
+fn without_secrets_an_empty_variable_name_is_still_an_error() {
+    let gw = GATEWAY.replace(
+        r#"jwt_secret_env = "FG_TEST_JWT""#,
+        r#"jwt_secret_env = """#,
+    );
+    let fx = Fixture::new(&gw, &[("sale.toml", CAMPAIGN)]);
+    let errs = errors(&Config::check(&fx.gateway(), SecretSource::Skip));
+    has(
+        &errs,
+        "field `identity.jwt_secret_env`: must name an environment variable",
+    );
+}
+
+#[test]
+fn no_admin_token_env_is_a_warning() {
+    let fx = Fixture::new(GATEWAY, &[("sale.toml", CAMPAIGN)]);
+    let report = check(&fx, &env);
+    assert!(report.config.is_ok());
+    let w: Vec<String> = report.warnings.iter().map(ToString::to_string).collect();
+    has(&w, "no `admin.token_env`: /admin/*");
+}
+
+#[test]
+fn errors_of_every_table_and_every_file_are_reported() {
+    let gw = GATEWAY
+        .replace(r#""5s""#, r#""5 parsecs""#)
+        .replace("[redis]\n", "[redis]\ncolour = \"red\"\n")
+        .replace("rate = 20", "rate = 0");
+    let bad_item = CAMPAIGN.replace("stock = 5\n", "stock = \"five\"\n");
+    let bad_window = CAMPAIGN
+        .replace(r#"id = "sale""#, r#"id = "other""#)
+        .replace(r#""30m""#, r#""30 fortnights""#);
+    let fx = Fixture::new(&gw, &[("a.toml", &bad_item), ("b.toml", &bad_window)]);
+    let errs = errors(&check(&fx, &env));
+    has(&errs, "field `server.header_read_timeout`");
+    has(&errs, "unknown key `colour`");
+    has(&errs, "field `limits.per_ip`");
+    has(&errs, "a.toml:");
+    has(&errs, "b.toml:");
+    assert_eq!(errs.len(), 5, "{errs:#?}");
+}
+
+#[test]
+fn every_bad_item_is_reported_with_its_sku() {
+    let c = CAMPAIGN
+        .replace("stock = 10\n", "stock = \"ten\"\n")
+        .replace("stock = 5\n", "stock = -5\n");
+    let fx = Fixture::new(GATEWAY, &[("sale.toml", &c)]);
+    let errs = errors(&check(&fx, &env));
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    let (l, col) = pos_after(&c, "stock = ");
+    has(
+        &errs,
+        &format!(
+            "sale.toml:{l}:{col}: field `items.stock` (sku `phone-black`): expected an integer, found the string \"ten\""
+        ),
+    );
+    has(
+        &errs,
+        "field `items.stock` (sku `phone-white`): must not be negative",
+    );
+}
+
+#[test]
+fn a_type_error_is_in_plain_words() {
+    let gw = GATEWAY.replace("[limits]\nper_ip = {", "[limits]\nper_user = 5\nper_ip = {");
+    let fx = Fixture::new(&gw, &[("sale.toml", CAMPAIGN)]);
+    let errs = errors(&check(&fx, &env));
+    has(
+        &errs,
+        "field `limits.per_user`: expected a table, found the integer 5",
+    );
+    assert!(!errs.iter().any(|e| e.contains("struct")), "{errs:#?}");
+}
+
+#[test]
+fn a_misspelt_key_gets_a_suggestion() {
+    let gw = GATEWAY.replace("header_read_timeout", "header_read_timout");
+    let fx = Fixture::new(&gw, &[("sale.toml", CAMPAIGN)]);
+    let errs = errors(&check(&fx, &env));
+    has(
+        &errs,
+        "unknown key `header_read_timout`: did you mean `header_read_timeout`?",
+    );
+}
+
+#[test]
+fn a_duplicate_campaign_id_names_both_files() {
+    let fx = Fixture::new(GATEWAY, &[("a.toml", CAMPAIGN), ("b.toml", CAMPAIGN)]);
+    let errs = errors(&check(&fx, &env));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    let first = format!("{}:1:1", fx.campaign("a.toml").display());
+    assert!(errs[0].starts_with(&fx.campaign("b.toml").display().to_string()));
+    has(&errs, &format!("also in {first}"));
+}
+
+#[test]
+fn an_ended_campaign_is_a_warning() {
+    let c = CAMPAIGN;
+    let fx = Fixture::new(GATEWAY, &[("sale.toml", c)]);
+    let after = datetime!(2027-01-01 0:00 UTC);
+    let report = gateway::check(&fx.gateway(), SecretSource::Env(&env), after);
+    assert!(report.config.is_ok());
+    let w: Vec<String> = report.warnings.iter().map(ToString::to_string).collect();
+    let (l, col) = pos_after(c, "ends_at = ");
+    has(
+        &w,
+        &format!("sale.toml:{l}:{col}: campaign `sale` ended at 2026-11-11T00:30:00+08:00"),
+    );
+}
+
+#[test]
+fn an_empty_campaigns_dir_is_a_warning() {
+    let fx = Fixture::new(GATEWAY, &[]);
+    let report = check(&fx, &env);
+    assert!(report.config.is_ok());
+    let w: Vec<String> = report.warnings.iter().map(ToString::to_string).collect();
+    has(&w, "no campaign files");
+}
+
+#[test]
+fn an_https_upstream_is_accepted() {
+    let gw = GATEWAY.replace("\"http://127.0.0.1:3000\"", "\"https://shop.example\"");
+    let fx = Fixture::new(&gw, &[("sale.toml", CAMPAIGN)]);
+    assert!(fx.load().is_ok());
+}
+
+#[test]
+fn an_upstream_with_a_query_is_refused() {
+    let gw = GATEWAY.replace(
+        "\"http://127.0.0.1:3000\"",
+        "\"http://127.0.0.1:3000/?a=1\"",
+    );
+    let (fx, err) = gateway_err(&gw);
+    assert_error(
+        &err,
+        &fx.gateway(),
+        pos_of(&gw, "url = \"http://127.0.0.1:3000/?"),
+        "upstream.url",
+    );
+}
+
+#[test]
+fn a_sink_url_must_be_http() {
+    let gw = GATEWAY.replace(
+        "http_url = \"http://127.0.0.1:3000",
+        "http_url = \"https://127.0.0.1:3000",
+    );
+    let (fx, err) = gateway_err(&gw);
+    assert_error(
+        &err,
+        &fx.gateway(),
+        pos_of(&gw, "http_url"),
+        "orders.http_url",
+    );
+    assert!(err.message.contains("http://"), "{err}");
+}
+
+#[test]
+fn a_bad_identity_header_is_refused() {
+    let gw = GATEWAY.replace(
+        "jwt_secret_env = \"FG_TEST_JWT\"\n",
+        "jwt_secret_env = \"FG_TEST_JWT\"\nheader = \"X User\"\n",
+    );
+    let (fx, err) = gateway_err(&gw);
+    assert_error(
+        &err,
+        &fx.gateway(),
+        pos_of(&gw, "header = "),
+        "identity.header",
+    );
 }

@@ -1,0 +1,287 @@
+//! `campaigns/*.toml`: one file per campaign, parsed and validated with every problem
+//! collected — each item is checked on its own, so one bad `[[items]]` table does not
+//! hide the next, and an item's error names its SKU.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use toml::Spanned;
+
+use super::diagnostics::{element, line_col, part, ConfigError, Diag};
+use super::{read, HumanDuration, LimitsConfig};
+
+/// One item on sale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub sku: String,
+    pub stock: u64,
+    pub price_cents: u64,
+}
+
+/// One campaign, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Campaign {
+    pub id: String,
+    pub name: String,
+    pub starts_at: OffsetDateTime,
+    pub ends_at: OffsetDateTime,
+    pub payment_window: Duration,
+    pub per_user_limit: u32,
+    pub limits: LimitsConfig,
+    pub items: Vec<Item>,
+    pub file: PathBuf,
+}
+
+/// Everything but the items, which are read one by one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CampaignFile {
+    id: Spanned<String>,
+    name: String,
+    starts_at: Spanned<toml::value::Datetime>,
+    ends_at: Spanned<toml::value::Datetime>,
+    payment_window: Spanned<HumanDuration>,
+    per_user_limit: Spanned<u32>,
+    #[serde(default)]
+    limits: LimitsConfig,
+    items: Spanned<Vec<IgnoredAny>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ItemFile {
+    sku: Spanned<String>,
+    stock: Spanned<i64>,
+    price_cents: Spanned<i64>,
+}
+
+/// The campaigns of a directory and every problem found in them.
+#[derive(Debug, Default)]
+pub(crate) struct Campaigns {
+    pub campaigns: Vec<Campaign>,
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<ConfigError>,
+}
+
+/// Loads and validates every `*.toml` in `dir`, sorted by file name; the first error.
+/// (`check` and `serve` see all of them through `Config::check`.)
+pub fn load_campaigns(dir: &Path) -> Result<Vec<Campaign>, ConfigError> {
+    let mut found = check_campaigns(dir, OffsetDateTime::now_utc());
+    if found.errors.is_empty() {
+        Ok(found.campaigns)
+    } else {
+        Err(found.errors.swap_remove(0))
+    }
+}
+
+/// Every campaign file of `dir`, every error and warning (a campaign that ended before
+/// `now`; a directory without campaigns).
+pub(crate) fn check_campaigns(dir: &Path, now: OffsetDateTime) -> Campaigns {
+    let mut out = Campaigns::default();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            let msg = format!("cannot list campaigns: {e}");
+            out.errors.push(ConfigError::whole(dir, msg));
+            return out;
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        let msg = "no campaign files (*.toml): the gateway will only proxy to the store".into();
+        out.warnings.push(ConfigError::whole(dir, msg));
+    }
+    // id → where it was first defined, to name both files of a duplicate.
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for f in files {
+        let src = match read(&f) {
+            Ok(s) => s,
+            Err(e) => {
+                out.errors.push(e);
+                continue;
+            }
+        };
+        let mut d = Diag::new(&f, &src);
+        if let Some((c, id_span)) = parse_campaign(&mut d, now) {
+            let (line, col) = line_col(&src, id_span.start);
+            let here = format!("{}:{line}:{col}", f.display());
+            match seen.get(&c.id) {
+                Some(first) => d.error(
+                    Some(id_span),
+                    "id",
+                    format!("campaign {:?} is defined twice: also in {first}", c.id),
+                ),
+                None => {
+                    seen.insert(c.id.clone(), here);
+                    if d.errors.is_empty() {
+                        out.campaigns.push(c);
+                    }
+                }
+            }
+        }
+        out.errors.append(&mut d.errors);
+        out.warnings.append(&mut d.warnings);
+    }
+    out
+}
+
+/// Ids and SKUs appear in URLs and Redis keys: keep them to a safe alphabet.
+pub fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+const ID_RULE: &str = "must be 1-64 characters of A-Z a-z 0-9 - _";
+
+fn to_offset(dt: &toml::value::Datetime) -> Result<OffsetDateTime, String> {
+    if dt.offset.is_none() || dt.date.is_none() || dt.time.is_none() {
+        return Err("must be an offset date-time such as 2026-11-11T00:00:00+08:00".into());
+    }
+    OffsetDateTime::parse(&dt.to_string(), &Rfc3339).map_err(|e| e.to_string())
+}
+
+/// One campaign file; `None` when it could not be read far enough to build one. The
+/// span is the `id` key's, for duplicate-id errors.
+fn parse_campaign(d: &mut Diag<'_>, now: OffsetDateTime) -> Option<(Campaign, Range<usize>)> {
+    if let Err(e) = d.src.parse::<toml::Table>() {
+        d.toml_error(&e, None);
+        return None;
+    }
+    let head = toml::from_str::<CampaignFile>(d.src).map_err(|e| d.toml_error(&e, None));
+    let items = items(d);
+    let c = head.ok()?;
+    let id_ok = valid_id(c.id.get_ref());
+    if !id_ok {
+        d.error(Some(c.id.span()), "id", ID_RULE);
+    }
+    let starts_at = to_offset(c.starts_at.get_ref())
+        .map_err(|m| d.error(Some(c.starts_at.span()), "starts_at", m))
+        .ok();
+    let ends_at = to_offset(c.ends_at.get_ref())
+        .map_err(|m| d.error(Some(c.ends_at.span()), "ends_at", m))
+        .ok();
+    if let (Some(s), Some(e)) = (starts_at, ends_at) {
+        if e <= s {
+            d.error(Some(c.ends_at.span()), "ends_at", "must be after starts_at");
+        } else if e <= now {
+            let id = c.id.get_ref();
+            let when = e.format(&Rfc3339).unwrap_or_default();
+            let msg = format!(
+                "campaign `{id}` ended at {when}: it takes no more buys (move its window, or remove the file once its orders are settled)"
+            );
+            d.warn(Some(c.ends_at.span()), msg);
+        }
+    }
+    if c.payment_window.get_ref().0 < Duration::from_secs(1) {
+        let span = Some(c.payment_window.span());
+        d.error(span, "payment_window", "must be at least 1s");
+    }
+    if *c.per_user_limit.get_ref() == 0 {
+        let span = Some(c.per_user_limit.span());
+        d.error(span, "per_user_limit", "must be at least 1");
+    }
+    for (field, spec) in [
+        ("limits.per_ip", c.limits.per_ip),
+        ("limits.per_user", c.limits.per_user),
+    ] {
+        if let Some(Err(m)) = spec.map(|s| s.check()) {
+            d.error_at_key(field, m);
+        }
+    }
+    if c.items.get_ref().is_empty() {
+        let span = Some(c.items.span());
+        d.error(span, "items", "a campaign needs at least one item");
+    }
+    let id_span = super::diagnostics::find_key(d.src, "id").unwrap_or(c.id.span());
+    let campaign = Campaign {
+        id: c.id.into_inner(),
+        name: c.name,
+        starts_at: starts_at?,
+        ends_at: ends_at?,
+        payment_window: c.payment_window.into_inner().0,
+        per_user_limit: c.per_user_limit.into_inner(),
+        limits: c.limits,
+        items: items?,
+        file: d.file.to_path_buf(),
+    };
+    Some((campaign, id_span))
+}
+
+/// The `[[items]]`, each read and checked on its own; `None` if any is wrong.
+fn items(d: &mut Diag<'_>) -> Option<Vec<Item>> {
+    let parsed: Vec<Option<ItemFile>> = match part::<Vec<ItemFile>>(d.src, "items") {
+        Ok(all) => all.unwrap_or_default().into_iter().map(Some).collect(),
+        Err(_) => {
+            // At least one is wrong: read each alone, so every wrong one is reported.
+            let count = part::<Vec<IgnoredAny>>(d.src, "items")
+                .ok()
+                .flatten()
+                .map_or(0, |v| v.len());
+            (0..count)
+                .map(|i| {
+                    element::<ItemFile>(d.src, "items", i)
+                        .map_err(|e| d.toml_error(&e, Some(&item_name(d.src, i))))
+                        .ok()
+                        .flatten()
+                })
+                .collect()
+        }
+    };
+    let mut skus = HashSet::new();
+    let mut items = Vec::with_capacity(parsed.len());
+    let mut all_ok = true;
+    for it in parsed {
+        let Some(it) = it else {
+            all_ok = false;
+            continue;
+        };
+        let sku = it.sku.get_ref().clone();
+        let context = format!("sku `{sku}`");
+        let mut bad = |span, field: &str, m: &str| {
+            d.error_in(Some(span), &format!("items.{field}"), &context, m);
+            all_ok = false;
+        };
+        if !valid_id(&sku) {
+            bad(it.sku.span(), "sku", ID_RULE);
+        } else if !skus.insert(sku.clone()) {
+            bad(it.sku.span(), "sku", "duplicate sku");
+        }
+        if *it.stock.get_ref() < 0 {
+            bad(it.stock.span(), "stock", "must not be negative");
+        }
+        if *it.price_cents.get_ref() < 0 {
+            bad(it.price_cents.span(), "price_cents", "must not be negative");
+        }
+        items.push(Item {
+            sku,
+            stock: u64::try_from(*it.stock.get_ref()).unwrap_or(0),
+            price_cents: u64::try_from(*it.price_cents.get_ref()).unwrap_or(0),
+        });
+    }
+    all_ok.then_some(items)
+}
+
+/// "sku `x`" for the `index`th item when its `sku` can be read, else "item 3".
+fn item_name(src: &str, index: usize) -> String {
+    let table = element::<toml::Table>(src, "items", index).ok().flatten();
+    match table
+        .as_ref()
+        .and_then(|t| t.get("sku"))
+        .and_then(|s| s.as_str())
+    {
+        Some(sku) => format!("sku `{sku}`"),
+        None => format!("item {}", index + 1),
+    }
+}
