@@ -73,7 +73,7 @@ fn summary(cfg: &Config, no_secrets: bool) -> std::io::Result<()> {
     }
     writeln!(
         out,
-        "  public {}  admin {}  redis {}  upstream {}  sink {:?}",
+        "  public {}  admin {}  redis {}  upstream {}  sink {}",
         cfg.server.listen,
         cfg.server.admin_listen,
         if cfg.redis.cluster_urls.is_empty() {
@@ -82,7 +82,10 @@ fn summary(cfg: &Config, no_secrets: bool) -> std::io::Result<()> {
             format!("cluster {}", cfg.redis.cluster_urls.join(","))
         },
         cfg.upstream.url,
-        cfg.orders.sink
+        match cfg.orders.sink {
+            flashgate::config::SinkKind::Http => "http",
+            flashgate::config::SinkKind::Postgres => "postgres",
+        }
     )?;
     writeln!(
         out,
