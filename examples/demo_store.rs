@@ -108,8 +108,24 @@ fn arg(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
+const USAGE: &str = "\
+demo_store: the tiny store flashgate fronts in the demo and benchmarks
+
+Usage: demo_store [--listen 127.0.0.1:3000] [--orders var/orders.jsonl]
+
+  --listen ADDR   where to serve the product page and POST /flashgate/orders
+  --orders FILE   paid orders, one JSON line each (created with its directory)
+
+Environment: FLASHGATE_SINK_SECRET, when set, is the key Flashgate-Signature is
+checked with on each order.
+";
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
+    if std::env::args().any(|a| a == "--help" || a == "-h") {
+        print!("{USAGE}");
+        return Ok(());
+    }
     let listen: SocketAddr = arg("--listen", "127.0.0.1:3000")
         .parse()
         .map_err(std::io::Error::other)?;

@@ -137,7 +137,13 @@ fn jwt_reason(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
         K::ImmatureSignature => "token not yet valid",
         K::InvalidSignature => "bad token signature",
         K::InvalidAlgorithm | K::InvalidAlgorithmName => "token algorithm must be HS256",
-        K::MissingRequiredClaim(_) => "token lacks a required claim (sub, exp)",
+        K::MissingRequiredClaim(c) if c == "exp" => "token lacks the `exp` claim (expiry)",
+        K::MissingRequiredClaim(_) => "token lacks the `sub` claim (the user id)",
+        // `Claims` is read before the required claims are checked: serde sees `sub` first.
+        K::Json(e) if e.to_string().starts_with("missing field `sub`") => {
+            "token lacks the `sub` claim (the user id)"
+        }
+        K::Json(e) if e.is_data() => "token claim `sub` (the user id) must be a string",
         _ => "malformed token",
     }
 }

@@ -679,3 +679,20 @@ fn check_prints_windows_as_rfc3339() {
         "{stdout}"
     );
 }
+
+#[test]
+fn demo_store_help_prints_usage_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for flag in ["--help", "-h"] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_demo_store"));
+        cmd.arg(flag).current_dir(dir.path()).stdin(Stdio::null());
+        let out = run(cmd);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains("Usage: demo_store"),
+            "{}",
+            text(&out.stdout)
+        );
+        assert!(!dir.path().join("var").exists(), "--help wrote var/");
+    }
+}
