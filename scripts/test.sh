@@ -2,7 +2,8 @@
 # THE test command (README: ./scripts/test.sh; also `make test` and .ci/run).
 #
 # On a fresh Debian machine with only Rust it first installs what the tests need
-# (redis-server, PostgreSQL, chromium), then runs in order: rustfmt check, clippy with
+# (redis-server, redis-tools, PostgreSQL, chromium; curl, openssl, python3 and nodejs for
+# the manual's examples), then runs in order: rustfmt check, clippy with
 # -D warnings, the Dockerfile's release build, every test target, the doctests. Tests
 # never skip: a missing system dependency is installed here, or the test that needs it
 # fails loudly.
@@ -38,6 +39,11 @@ command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 have_postgres || missing+=(postgresql)
 # The browser test of the admin status page (tests/status_page.rs):
 [ -x /usr/lib/chromium/chromium ] || command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# docs/api.md's examples, run by tests/manual_examples.rs (shell, Python, JavaScript):
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
