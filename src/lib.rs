@@ -2,7 +2,8 @@
 //!
 //! Stands in front of a store: buy requests for a running campaign are answered here
 //! (rate limits → one atomic Redis Lua reservation → a pre-order with a payment deadline);
-//! everything else is proxied to the store untouched. `../SPEC.md` is the contract.
+//! everything else is proxied to the store untouched. `docs/api.md` is the manual of the
+//! HTTP contract, `docs/configuration.md` of the command line and configuration.
 //!
 //! # Layout
 //! ```text

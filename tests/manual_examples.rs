@@ -1,7 +1,8 @@
-//! The manual cannot rot: the examples of `docs/api.md` marked `<!-- test: name -->` are
-//! cut out of the file and run, exactly as written, with `sh`, `python3` and `node`
-//! against a real gateway (Redis, the test store), and what they claim is checked: the
-//! worked signature example, a token minted in shell, callbacks that pay an order.
+//! The manual cannot rot: the examples of `docs/api.md` and `README.md` marked
+//! `<!-- test: name -->` are cut out of the file and run, exactly as written, with `sh`,
+//! `python3` and `node` against a real gateway (Redis, the test store or the demo store),
+//! and what they claim is checked: the worked signature example, a token minted in shell,
+//! callbacks that pay an order, the README's quickstart from campaign to the store.
 //! `scripts/test.sh` installs curl, openssl, python3 and nodejs when they are missing.
 
 mod common;
@@ -12,13 +13,15 @@ use std::time::Duration;
 use common::*;
 
 const API_MD: &str = include_str!("../docs/api.md");
+const README_MD: &str = include_str!("../README.md");
 
-/// The fenced code block that follows `<!-- test: <name> -->` in docs/api.md.
+/// The fenced code block that follows `<!-- test: <name> -->` in docs/api.md or README.md.
 fn example(name: &str) -> String {
     let marker = format!("<!-- test: {name} -->");
-    let after = API_MD
-        .split_once(&marker)
-        .unwrap_or_else(|| panic!("docs/api.md has no {marker}"))
+    let after = [API_MD, README_MD]
+        .iter()
+        .find_map(|doc| doc.split_once(&marker))
+        .unwrap_or_else(|| panic!("neither docs/api.md nor README.md has {marker}"))
         .1;
     let mut lines = after.lines().skip_while(|l| l.trim().is_empty());
     let fence = lines.next().unwrap_or_default();
@@ -33,6 +36,17 @@ fn example(name: &str) -> String {
 /// Runs an example with `interpreter` (`sh`, `python3`, `node`) and `env`; panics with
 /// its output unless it exits 0.
 async fn run(interpreter: &str, name: &str, env: &[(&str, &str)]) -> Output {
+    let cwd = tempfile::tempdir().unwrap();
+    run_in(cwd.path(), interpreter, name, env).await
+}
+
+/// [`run`] in the working directory `cwd`.
+async fn run_in(
+    cwd: &std::path::Path,
+    interpreter: &str,
+    name: &str,
+    env: &[(&str, &str)],
+) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let ext = match interpreter {
         "python3" => "py",
@@ -42,7 +56,10 @@ async fn run(interpreter: &str, name: &str, env: &[(&str, &str)]) -> Output {
     let file = dir.path().join(format!("{name}.{ext}"));
     std::fs::write(&file, example(name)).unwrap();
     let mut cmd = tokio::process::Command::new(interpreter);
-    cmd.arg(&file).envs(env.iter().copied()).kill_on_drop(true);
+    cmd.arg(&file)
+        .current_dir(cwd)
+        .envs(env.iter().copied())
+        .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
         .await
         .unwrap_or_else(|_| panic!("{name} did not finish in 30s"))
@@ -215,4 +232,83 @@ async fn a_token_without_sub_is_refused_naming_the_claim() {
     let body = res.json();
     assert_eq!(body["type"], "urn:flashgate:problem:unauthenticated");
     assert!(body["detail"].as_str().unwrap().contains("`sub`"), "{body}");
+}
+
+/// The demo store binary, in `dir`, on a free port; killed on drop.
+struct DemoStore {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl DemoStore {
+    fn start(dir: &std::path::Path) -> DemoStore {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_demo_store"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .current_dir(dir)
+            .env("FLASHGATE_SINK_SECRET", SINK_SECRET)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start demo_store");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "demo_store did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        DemoStore { child, port }
+    }
+}
+
+impl Drop for DemoStore {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// README's five quickstart lines, against the example campaign and the demo store:
+/// the campaign, a buy, the order, the payment, and the paid order in the store's file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_quickstart_ends_with_the_order_at_the_store() {
+    let cwd = tempfile::tempdir().unwrap();
+    let store = DemoStore::start(cwd.path());
+    let redis = RedisServer::start();
+    let store_url = format!("http://127.0.0.1:{}", store.port);
+    let cfg = TestConfig::new(&redis.url(), &store_url);
+    let demo = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/campaigns/demo.toml"
+    ))
+    .unwrap();
+    cfg.write();
+    cfg.write_campaign_file("demo.toml", &demo);
+    let gw = Gateway::start(cfg.load()).await;
+    gw.wait_ready().await;
+
+    let gateway = gw.url("");
+    let jwt = jwt("quickstart-user");
+    let env = [
+        ("GW", gateway.as_str()),
+        ("JWT", jwt.as_str()),
+        ("FLASHGATE_PAYMENT_SECRET", PAYMENT_SECRET),
+    ];
+    let out = stdout(&run_in(cwd.path(), "sh", "quickstart", &env).await);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].contains(r#""state":"open""#), "{out}");
+    let order_id = lines[1];
+    assert!(order_id.ends_with(".demo"), "no order id on line 2: {out}");
+    assert!(out.contains(r#""status":"pending_payment""#), "{out}");
+    assert!(out.contains(r#""status":"paid""#), "{out}");
+    let at_store: serde_json::Value = serde_json::from_str(lines.last().unwrap())
+        .unwrap_or_else(|e| panic!("the last line is not the store's order ({e}): {out}"));
+    assert_eq!(at_store["order_id"], order_id, "{out}");
+    assert_eq!(at_store["status"], "paid", "{out}");
 }
