@@ -4,7 +4,7 @@
 # API by hand (README's quickstart, docs/api.md); real tokens come from the store's login.
 set -eu
 [ $# -eq 1 ] || { echo "usage: $0 <user id>" >&2; exit 2; }
-: "${FLASHGATE_JWT_SECRET:?set FLASHGATE_JWT_SECRET to the gateway's JWT secret}"
+: "${FLASHGATE_JWT_SECRET:?set FLASHGATE_JWT_SECRET to the JWT secret of the gateway}"
 USER_ID=$1
 b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
 header=$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)
