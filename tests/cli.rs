@@ -684,7 +684,7 @@ fn check_prints_windows_as_rfc3339() {
 fn demo_store_help_prints_usage_and_starts_nothing() {
     let dir = tempfile::tempdir().unwrap();
     for flag in ["--help", "-h"] {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_demo_store"));
+        let mut cmd = Command::new(demo_store_bin());
         cmd.arg(flag).current_dir(dir.path()).stdin(Stdio::null());
         let out = run(cmd);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

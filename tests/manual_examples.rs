@@ -247,7 +247,7 @@ impl DemoStore {
             .local_addr()
             .unwrap()
             .port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_demo_store"))
+        let child = std::process::Command::new(demo_store_bin())
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .current_dir(dir)
             .env("FLASHGATE_SINK_SECRET", SINK_SECRET)

@@ -64,9 +64,9 @@ struct ItemFile {
 /// The campaigns of a directory and every problem found in them.
 #[derive(Debug, Default)]
 pub(crate) struct Campaigns {
-    pub campaigns: Vec<Campaign>,
-    pub errors: Vec<ConfigError>,
-    pub warnings: Vec<ConfigError>,
+    pub(crate) campaigns: Vec<Campaign>,
+    pub(crate) errors: Vec<ConfigError>,
+    pub(crate) warnings: Vec<ConfigError>,
 }
 
 /// Loads and validates every `*.toml` in `dir`, sorted by file name; the first error.

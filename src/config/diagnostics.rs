@@ -55,14 +55,14 @@ impl ConfigError {
 
 /// Collects the problems of one file, each placed at a span of its text.
 pub(crate) struct Diag<'a> {
-    pub file: &'a Path,
-    pub src: &'a str,
-    pub errors: Vec<ConfigError>,
-    pub warnings: Vec<ConfigError>,
+    pub(crate) file: &'a Path,
+    pub(crate) src: &'a str,
+    pub(crate) errors: Vec<ConfigError>,
+    pub(crate) warnings: Vec<ConfigError>,
 }
 
 impl<'a> Diag<'a> {
-    pub fn new(file: &'a Path, src: &'a str) -> Diag<'a> {
+    pub(crate) fn new(file: &'a Path, src: &'a str) -> Diag<'a> {
         Diag {
             file,
             src,
@@ -72,7 +72,12 @@ impl<'a> Diag<'a> {
     }
 
     /// An error at `span`: "field `<field>`: <message>".
-    pub fn error(&mut self, span: Option<Range<usize>>, field: &str, message: impl fmt::Display) {
+    pub(crate) fn error(
+        &mut self,
+        span: Option<Range<usize>>,
+        field: &str,
+        message: impl fmt::Display,
+    ) {
         let e = ConfigError::at(
             self.file,
             self.src,
@@ -83,7 +88,7 @@ impl<'a> Diag<'a> {
     }
 
     /// An error at `span` about `field` of one part of the file (e.g. "sku `a`").
-    pub fn error_in(
+    pub(crate) fn error_in(
         &mut self,
         span: Option<Range<usize>>,
         field: &str,
@@ -96,18 +101,18 @@ impl<'a> Diag<'a> {
     }
 
     /// An error at the key `field` (`table.key`), or at its table, wherever the file has it.
-    pub fn error_at_key(&mut self, field: &str, message: impl fmt::Display) {
+    pub(crate) fn error_at_key(&mut self, field: &str, message: impl fmt::Display) {
         let span = self.key_span(field);
         self.error(span, field, message);
     }
 
-    pub fn warn(&mut self, span: Option<Range<usize>>, message: String) {
+    pub(crate) fn warn(&mut self, span: Option<Range<usize>>, message: String) {
         let w = ConfigError::at(self.file, self.src, span, message);
         self.warnings.push(w);
     }
 
     /// Where `field` (`table.key`) is written, else where its table starts.
-    pub fn key_span(&self, field: &str) -> Option<Range<usize>> {
+    pub(crate) fn key_span(&self, field: &str) -> Option<Range<usize>> {
         find_key(self.src, field).or_else(|| {
             let (table, _) = field.rsplit_once('.')?;
             find_table(self.src, table)
@@ -115,7 +120,7 @@ impl<'a> Diag<'a> {
     }
 
     /// A serde error from deserializing this file, worded for people.
-    pub fn toml_error(&mut self, e: &toml::de::Error, context: Option<&str>) {
+    pub(crate) fn toml_error(&mut self, e: &toml::de::Error, context: Option<&str>) {
         let err = describe(self.file, self.src, e, context);
         self.errors.push(err);
     }

@@ -101,3 +101,21 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// The demo store (`examples/demo_store.rs`), built next to this test binary: `cargo test`
+/// (and `scripts/test.sh`) build examples with the tests; panics with the command if not.
+pub fn demo_store_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test> → target/<profile>/examples/demo_store
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/<profile>");
+    let bin = profile_dir.join("examples").join("demo_store");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build --release --examples` (cargo test builds it with the tests)",
+        bin.display()
+    );
+    bin
+}
