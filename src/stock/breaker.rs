@@ -113,9 +113,16 @@ fn unreachable(e: &StoreError) -> bool {
 mod tests {
     use super::*;
 
+    /// A breaker whose clock has run a while, so "the cool-down ended at ms 1" is past.
+    fn breaker(enabled: bool) -> Breaker {
+        let mut b = Breaker::new(enabled);
+        b.epoch -= Duration::from_secs(60);
+        b
+    }
+
     #[test]
     fn opens_after_consecutive_failures_and_closes_on_a_good_probe() {
-        let b = Breaker::new(true);
+        let b = breaker(true);
         let fail: Result<(), StoreError> = Err(StoreError::Timeout);
         let answered: Result<(), StoreError> = Err(StoreError::Protocol("odd reply".into()));
         for _ in 0..OPEN_AFTER - 1 {
@@ -139,12 +146,12 @@ mod tests {
 
     #[test]
     fn a_failed_probe_opens_it_again_and_a_disabled_breaker_never_opens() {
-        let b = Breaker::new(true);
+        let b = breaker(true);
         b.open_until_ms.store(1, Ordering::Relaxed);
         assert_eq!(b.admit(), Admit::Probe);
         b.record(&Admit::Probe, &Err::<(), _>(StoreError::NotConnected));
         assert_eq!(b.admit(), Admit::Refuse);
-        let off = Breaker::new(false);
+        let off = breaker(false);
         for _ in 0..10 {
             off.record(&Admit::Call, &Err::<(), _>(StoreError::Timeout));
         }
