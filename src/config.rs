@@ -159,10 +159,21 @@ pub struct UpstreamConfig {
     pub url: String,
     #[serde(default = "d_upstream_timeout")]
     pub timeout: HumanDuration,
+    /// A proxied exchange (streamed body or upgraded tunnel) with no byte moving either
+    /// way this long is closed on both sides.
+    #[serde(default = "d_upstream_idle")]
+    pub idle_timeout: HumanDuration,
+    /// Extra trust roots (PEM) for an `https://` store and sink, on top of the system's.
+    /// Relative to the gateway file; resolved and checked by [`Config::load`].
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn d_upstream_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))
+}
+fn d_upstream_idle() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -170,6 +181,15 @@ fn d_upstream_timeout() -> HumanDuration {
 pub enum IdentityMode {
     Jwt,
     Header,
+}
+
+/// How JWTs are signed: HS256 with the shared secret, RS256 / ES256 with public keys.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+pub enum JwtAlgorithm {
+    #[default]
+    HS256,
+    RS256,
+    ES256,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,6 +200,33 @@ pub struct IdentityConfig {
     pub jwt_secret_env: String,
     #[serde(default = "d_user_header")]
     pub header: String,
+    #[serde(default)]
+    pub jwt_algorithm: JwtAlgorithm,
+    /// RS256 / ES256: a PEM public key or a JWKS file, relative to the gateway file;
+    /// resolved and checked by [`Config::load`], re-read on reload.
+    #[serde(default)]
+    pub jwt_public_keys: Option<PathBuf>,
+    /// When set, a token's `iss` must be this.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// When set, a token's `aud` must name this.
+    #[serde(default)]
+    pub audience: Option<String>,
+}
+
+impl IdentityConfig {
+    /// `mode`, with every other field at its default (for tests and examples).
+    pub fn new(mode: IdentityMode) -> IdentityConfig {
+        IdentityConfig {
+            mode,
+            jwt_secret_env: d_jwt_env(),
+            header: d_user_header(),
+            jwt_algorithm: JwtAlgorithm::default(),
+            jwt_public_keys: None,
+            issuer: None,
+            audience: None,
+        }
+    }
 }
 
 fn d_jwt_env() -> String {
@@ -492,8 +539,26 @@ impl Config {
         if !(g.upstream.url.starts_with("http://") || g.upstream.url.starts_with("https://")) {
             return Err(err(
                 find_key(&src, "upstream.url"),
-                "field `upstream.url`: must be an http:// URL".into(),
+                "field `upstream.url`: must be an http:// or https:// URL".into(),
             ));
+        }
+        if g.upstream.idle_timeout.0.is_zero() {
+            return Err(err(
+                find_key(&src, "upstream.idle_timeout"),
+                "field `upstream.idle_timeout`: must be > 0".into(),
+            ));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut upstream = g.upstream.clone();
+        if let Some(ca) = &upstream.ca_file {
+            let ca = base.join(ca);
+            if let Err(e) = crate::tls::read_ca_file(&ca) {
+                return Err(err(
+                    find_key(&src, "upstream.ca_file"),
+                    format!("field `upstream.ca_file`: {e}"),
+                ));
+            }
+            upstream.ca_file = Some(ca);
         }
         if g.server.max_body_bytes == 0 {
             return Err(err(
@@ -533,7 +598,18 @@ impl Config {
             sink_secret: env(&g.orders.http_secret_env),
             postgres_url: env(&g.orders.postgres_url_env),
         };
-        if g.identity.mode == IdentityMode::Jwt && secrets.jwt_secret.is_none() {
+        let mut identity = g.identity.clone();
+        if let Some(m) = check_public_keys(&mut identity, base) {
+            return Err(err(
+                find_key(&src, "identity.jwt_public_keys")
+                    .or_else(|| find_key(&src, "identity.jwt_algorithm")),
+                m,
+            ));
+        }
+        if g.identity.mode == IdentityMode::Jwt
+            && g.identity.jwt_algorithm == JwtAlgorithm::HS256
+            && secrets.jwt_secret.is_none()
+        {
             return Err(err(
                 find_key(&src, "identity.jwt_secret_env")
                     .or_else(|| find_key(&src, "identity.mode")),
@@ -563,7 +639,6 @@ impl Config {
             _ => {}
         }
 
-        let base = path.parent().unwrap_or(Path::new("."));
         let dir = g.campaigns_dir.as_ref().or(g.orders.campaigns_dir.as_ref());
         let campaigns_dir = base.join(dir.map_or("campaigns", |d| d.get_ref().as_str()));
         if !campaigns_dir.is_dir() {
@@ -581,8 +656,8 @@ impl Config {
             path: path.to_path_buf(),
             server: g.server,
             redis: g.redis,
-            upstream: g.upstream,
-            identity: g.identity,
+            upstream,
+            identity,
             limits: g.limits,
             payment: g.payment,
             admin: g.admin,
@@ -592,6 +667,36 @@ impl Config {
             secrets,
         })
     }
+}
+
+/// RS256 / ES256 need `jwt_public_keys`, resolved against `base` and loadable; HS256
+/// takes none. The error message, if any.
+fn check_public_keys(identity: &mut IdentityConfig, base: &Path) -> Option<String> {
+    if identity.mode != IdentityMode::Jwt {
+        return None;
+    }
+    let alg = match identity.jwt_algorithm {
+        JwtAlgorithm::HS256 if identity.jwt_public_keys.is_some() => {
+            return Some("field `identity.jwt_public_keys`: only for RS256 and ES256".into())
+        }
+        JwtAlgorithm::HS256 => return None,
+        JwtAlgorithm::RS256 => jsonwebtoken::Algorithm::RS256,
+        JwtAlgorithm::ES256 => jsonwebtoken::Algorithm::ES256,
+    };
+    let Some(path) = &identity.jwt_public_keys else {
+        return Some(format!(
+            "field `identity.jwt_public_keys`: required with jwt_algorithm = \"{alg:?}\""
+        ));
+    };
+    let path = base.join(path);
+    if let Err(e) = crate::jwks::KeySet::load(&path, alg) {
+        return Some(format!(
+            "field `identity.jwt_public_keys`: {}: {e}",
+            path.display()
+        ));
+    }
+    identity.jwt_public_keys = Some(path);
+    None
 }
 
 /// Points at `key =` inside `[table]` (or at a dotted `table.key =`), for errors found
