@@ -133,10 +133,21 @@ pub struct UpstreamConfig {
     pub url: String,
     #[serde(default = "d_upstream_timeout")]
     pub timeout: HumanDuration,
+    /// A proxied exchange (streamed body or upgraded tunnel) with no byte moving either
+    /// way this long is closed on both sides.
+    #[serde(default = "d_upstream_idle")]
+    pub idle_timeout: HumanDuration,
+    /// Extra trust roots (PEM) for an `https://` store and sink, on top of the system's.
+    /// Relative to the gateway file; resolved and checked by [`Config::load`].
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn d_upstream_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))
+}
+fn d_upstream_idle() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -144,6 +155,15 @@ fn d_upstream_timeout() -> HumanDuration {
 pub enum IdentityMode {
     Jwt,
     Header,
+}
+
+/// How JWTs are signed: HS256 with the shared secret, RS256 / ES256 with public keys.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+pub enum JwtAlgorithm {
+    #[default]
+    HS256,
+    RS256,
+    ES256,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -154,6 +174,33 @@ pub struct IdentityConfig {
     pub jwt_secret_env: String,
     #[serde(default = "d_user_header")]
     pub header: String,
+    #[serde(default)]
+    pub jwt_algorithm: JwtAlgorithm,
+    /// RS256 / ES256: a PEM public key or a JWKS file, relative to the gateway file;
+    /// resolved and checked by [`Config::load`], re-read on reload.
+    #[serde(default)]
+    pub jwt_public_keys: Option<PathBuf>,
+    /// When set, a token's `iss` must be this.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// When set, a token's `aud` must name this.
+    #[serde(default)]
+    pub audience: Option<String>,
+}
+
+impl IdentityConfig {
+    /// `mode`, with every other field at its default (for tests and examples).
+    pub fn new(mode: IdentityMode) -> IdentityConfig {
+        IdentityConfig {
+            mode,
+            jwt_secret_env: d_jwt_env(),
+            header: d_user_header(),
+            jwt_algorithm: JwtAlgorithm::default(),
+            jwt_public_keys: None,
+            issuer: None,
+            audience: None,
+        }
+    }
 }
 
 fn d_jwt_env() -> String {

@@ -16,18 +16,23 @@
 //!             background work (bootstrap, refresh, expiry sweeper, outbox consumer)
 //! campaign    registry of running campaigns (reloadable), windows, local sold-out flags
 //! limit       governor keyed limiters (per IP, per user), inflight cap
-//! identity    JWT / trusted header → user id; client IP through trusted proxies
+//! identity    JWT (HS256 / RS256 / ES256) / trusted header → user id; client IP through
+//!             trusted proxies
+//! jwks        RS256 / ES256 public keys: a PEM key or a JWKS file
+//! json        request bodies are JSON objects: the one parser handlers use
 //! stock       the only module that knows Redis keys and lua/*.lua; typed results
 //! sink        where paid orders go: http, postgres — one trait, one file each
-//! proxy       pass-through to the store; typed errors the edge maps
+//! proxy       pass-through to the store; typed errors the edge maps; the trust rule for
+//!             forwarding headers; the idle timeout
+//! tls         rustls client config for an https store and sink (system roots + ca_file)
 //! signature   the Flashgate-Signature HMAC scheme (callbacks in, sink requests out)
 //! metrics     the Prometheus registry and its families
 //! clock       injected wall clock (system, or a fake tests move)
 //! config      gateway + campaign TOML → validated Config (errors name file:line:col)
 //! ```
 //! Imports run one way: `main → server → http → core → {campaign, limit, identity,
-//! stock, sink, proxy} → config`; `signature`, `metrics` and `clock` are leaves anyone
-//! may use. Where to find a SPEC behaviour: the buy and its order of checks in
+//! stock, sink, proxy} → config`; `signature`, `metrics`, `clock`, `json`, `jwks` and
+//! `tls` are leaves anyone may use. Where to find a SPEC behaviour: the buy and its order of checks in
 //! `core/buy.rs`; orders and payments in `core/orders.rs`; admin actions in
 //! `core/operate.rs`; status codes and slugs in `http/problem.rs`; Redis keys and
 //! scripts in `stock/` and `lua/`.
@@ -47,6 +52,8 @@ pub mod config;
 pub mod core;
 pub mod http;
 pub mod identity;
+pub mod json;
+pub mod jwks;
 pub mod limit;
 pub mod metrics;
 pub mod proxy;
@@ -54,6 +61,7 @@ pub mod server;
 pub mod signature;
 pub mod sink;
 pub mod stock;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{run, start, Running};

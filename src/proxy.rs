@@ -12,31 +12,39 @@
 //!   other answers (a refusal) come back as usual. Only the store's 101 to a request
 //!   that asked for an upgrade is honoured; any other 101 is a 502.
 //! - `Host` is forwarded as the client sent it, so the store can keep virtual hosting and
-//!   build its absolute links and cookies for the public name. Only a request without a
-//!   `Host` gets the upstream's authority.
-//! - `X-Forwarded-For` gets the client IP appended (its earlier entries are whatever the
-//!   client or the proxies before us wrote); `X-Forwarded-Proto: http` is set when absent;
+//!   build its absolute links and cookies for the public name. RFC 9112 §3.2: two `Host`
+//!   lines, or none on HTTP/1.1, are a 400; only an HTTP/1.0 request without one gets the
+//!   upstream's authority. `Host` is never hop-by-hop, whatever `Connection` names.
+//! - Forwarding headers follow the trust rule of `headers.rs`: a trusted proxy's
+//!   `X-Forwarded-*`, `Forwarded`, `X-Real-IP` and identity header pass, and the peer is
+//!   appended to its `X-Forwarded-For`; from anyone else those are dropped,
+//!   `X-Forwarded-For` is the peer and `X-Forwarded-Proto` our listener's scheme.
 //!   `X-Request-Id` is set to our request id when there is one.
 //! - The URI becomes the upstream's scheme and authority, with the path of `upstream.url`
 //!   (when it is not `/`) put in front of the request's path.
+//! - `https://` stores are verified against the system's roots plus `upstream.ca_file`.
 //!
 //! Failures come back as a typed [`ForwardError`] (the HTTP edge answers them), never a
 //! panic: the store unreachable or the connection lost → `Unreachable` / `Failed` (502
 //! `bad-gateway`); no response headers within `upstream.timeout` (counted from the start,
-//! so it includes connecting and sending the request body) → `Timeout` (504).
-//! A request is re-sent only when hyper saw it fail on a stale pooled connection before a
-//! single byte was written, so the store never sees a request twice.
+//! so it includes connecting and sending the request body) → `Timeout` (504); the
+//! client's own request body broken (bad chunk framing) → `ClientBody` (400
+//! `bad-request`, the client's fault and counted as such); a bad `Host` → `BadHost` (400). A request is re-sent only when hyper saw it fail on
+//! a stale pooled connection before a single byte was written, so the store never sees a
+//! request twice. Once the response streams, `upstream.idle_timeout` without a byte
+//! moving either way closes both connections (`idle.rs`); tunnels alike.
 //!
 //! Must never: buffer a body, parse one, or look at flash-sale routes.
 
+mod headers;
+mod idle;
+
 use std::error::Error as StdError;
-use std::io::Write as _;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, Parts, PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{
@@ -44,15 +52,22 @@ use http_body_util::{
     BodyExt, Empty,
 };
 use hyper::body::Body;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use crate::config::UpstreamConfig;
-
-/// The body of a response from the store: streamed as it arrives.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+use crate::config::{IdentityConfig, IdentityMode, UpstreamConfig};
+use crate::identity::Origin;
+use headers::{add_forwarding, keep_upgrade, strip_hop_by_hop, tokens};
+pub use headers::{check_host, valid_request_id};
+pub use idle::CloseConnection;
+use idle::{Exchange, RequestBody, ResponseBody, TunnelSide};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// The body of a response from the store: streamed as it arrives. Its error is boxed: an
+/// idle timeout (`idle.rs`) ends it as well as the store connection can.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// The body the pooled client sends: any incoming body, boxed once. Unsync, because
 /// an incoming body need only be `Send`.
@@ -61,32 +76,17 @@ type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
 /// How long an idle pooled connection to the store stays open (also its TCP keep-alive).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Always hop-by-hop; `Connection` may name more.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
 /// Why a [`Proxy`] could not be built from `[upstream]`.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("upstream.url {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
-    #[error("upstream.url {url:?}: https is not supported yet; use an http:// URL")]
-    UnsupportedScheme { url: String },
     #[error("upstream.timeout must be greater than zero")]
     ZeroTimeout,
+    #[error("upstream.idle_timeout must be greater than zero")]
+    ZeroIdleTimeout,
+    #[error("upstream TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Why a request could not be forwarded; the store saw nothing, or the exchange broke.
@@ -96,6 +96,13 @@ pub enum ForwardError {
     ConnectMethod,
     #[error("the request target cannot be forwarded")]
     BadTarget,
+    /// RFC 9112 §3.2: two `Host` lines, or none on HTTP/1.1 (the client's fault).
+    #[error("{0}")]
+    BadHost(&'static str),
+    /// The client's own request body broke (bad chunk framing): the client's fault,
+    /// whatever error the store connection then reported.
+    #[error("could not read the request body")]
+    ClientBody,
     #[error("cannot connect to the store")]
     Unreachable,
     #[error("the connection to the store failed")]
@@ -114,13 +121,20 @@ pub struct Proxy {
 
 struct Inner {
     /// Pooled keep-alive client; connections are reused across requests and clones.
-    client: Client<HttpConnector, ReqBody>,
+    /// The connector speaks TLS to `https://` stores and plain TCP to `http://` ones.
+    client: Client<HttpsConnector<HttpConnector>, ReqBody>,
+    /// `http` or `https`.
+    scheme: Scheme,
     /// `host:port` of the store.
     authority: Authority,
     /// The path of `upstream.url` without its trailing `/`, when it is not just `/`.
     prefix: Option<Box<str>>,
     /// Deadline for the store's response headers.
     timeout: Duration,
+    /// No byte moving either way this long closes a streamed exchange or a tunnel.
+    idle_timeout: Duration,
+    /// The `identity.mode = "header"` user header, removed from untrusted peers' requests.
+    identity_header: Option<HeaderName>,
 }
 
 // === impl Proxy ===
@@ -128,23 +142,17 @@ struct Inner {
 impl Proxy {
     /// Builds the proxy and its connection pool; connects lazily, on the first request.
     ///
-    /// `upstream.url` must be an absolute `http://` URL without a query; an `https://` URL
-    /// is refused with [`ProxyError::UnsupportedScheme`] (the client speaks plain HTTP only).
+    /// `upstream.url` must be an absolute `http://` or `https://` URL without a query.
     pub fn new(cfg: &UpstreamConfig) -> Result<Proxy, ProxyError> {
         let invalid = |reason: &str| ProxyError::InvalidUrl {
             url: cfg.url.clone(),
             reason: reason.to_owned(),
         };
         let url: Uri = cfg.url.parse().map_err(|e| invalid(&format!("{e}")))?;
-        match url.scheme() {
-            Some(s) if *s == Scheme::HTTP => {}
-            Some(s) if *s == Scheme::HTTPS => {
-                return Err(ProxyError::UnsupportedScheme {
-                    url: cfg.url.clone(),
-                })
-            }
-            _ => return Err(invalid("must be an absolute http:// URL")),
-        }
+        let scheme = match url.scheme() {
+            Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
+            _ => return Err(invalid("must be an absolute http:// or https:// URL")),
+        };
         let authority = url
             .authority()
             .cloned()
@@ -155,11 +163,22 @@ impl Proxy {
         if cfg.timeout.0.is_zero() {
             return Err(ProxyError::ZeroTimeout);
         }
+        if cfg.idle_timeout.0.is_zero() {
+            return Err(ProxyError::ZeroIdleTimeout);
+        }
         let prefix = url.path().trim_end_matches('/');
 
+        // Trust roots are read only for an https store: a plain one needs none.
+        let tls = if scheme == Scheme::HTTPS {
+            crate::tls::client_config(cfg.ca_file.as_deref())?
+        } else {
+            crate::tls::no_roots()
+        };
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_keepalive(Some(POOL_IDLE_TIMEOUT));
+        connector.enforce_http(false);
+        let connector = crate::tls::https_connector(tls, connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
@@ -167,18 +186,36 @@ impl Proxy {
         Ok(Proxy {
             inner: Arc::new(Inner {
                 client,
+                scheme,
                 authority,
                 prefix: (!prefix.is_empty()).then(|| prefix.into()),
                 timeout: cfg.timeout.0,
+                idle_timeout: cfg.idle_timeout.0,
+                identity_header: None,
             }),
         })
+    }
+
+    /// In `identity.mode = "header"`, the user header is removed from what untrusted
+    /// peers send to the store (the store would otherwise believe a forged identity).
+    pub fn stripping_identity_header(self, cfg: &IdentityConfig) -> Proxy {
+        let name = (cfg.mode == IdentityMode::Header)
+            .then(|| HeaderName::from_bytes(cfg.header.as_bytes()).ok())
+            .flatten();
+        let Ok(mut inner) = Arc::try_unwrap(self.inner) else {
+            unreachable!("called right after new(), before any clone")
+        };
+        inner.identity_header = name;
+        Proxy {
+            inner: Arc::new(inner),
+        }
     }
 
     /// Sends `req` to the store and streams its response back, or says why it could not.
     pub async fn forward<B>(
         &self,
         req: Request<B>,
-        client_ip: IpAddr,
+        origin: Origin,
         request_id: Option<&str>,
     ) -> Result<Response<ProxyBody>, ForwardError>
     where
@@ -188,6 +225,7 @@ impl Proxy {
         if req.method() == Method::CONNECT {
             return Err(ForwardError::ConnectMethod);
         }
+        check_host(req.version(), req.headers()).map_err(ForwardError::BadHost)?;
         let (mut head, body) = req.into_parts();
         let uri = self
             .inner
@@ -195,14 +233,18 @@ impl Proxy {
             .ok_or(ForwardError::BadTarget)?;
         head.uri = uri;
         let upgrade = Upgrade::requested(&mut head);
+        let close = head.extensions.remove::<CloseConnection>();
         // Our own hop to the store: keep-alive HTTP/1.1 whatever the client spoke.
         head.version = Version::HTTP_11;
         strip_hop_by_hop(&mut head.headers);
         if let Some(u) = &upgrade {
             keep_upgrade(&mut head.headers, u.protocol.clone());
         }
-        add_forwarding(&mut head.headers, client_ip, request_id);
-        let req = Request::from_parts(head, body.map_err(Into::into).boxed_unsync());
+        let identity_header = self.inner.identity_header.as_ref();
+        add_forwarding(&mut head.headers, origin, identity_header, request_id);
+        let exchange = Exchange::new();
+        let body = RequestBody::new(body, exchange.clone());
+        let req = Request::from_parts(head, body.boxed_unsync());
 
         match tokio::time::timeout(self.inner.timeout, self.inner.client.request(req)).await {
             Ok(Ok(mut res)) if res.status() == StatusCode::SWITCHING_PROTOCOLS => {
@@ -217,7 +259,7 @@ impl Proxy {
                 if let Some(protocol) = granted {
                     keep_upgrade(&mut head.headers, protocol);
                 }
-                client_side.tunnel_to(store_side, request_id);
+                client_side.tunnel_to(store_side, self.inner.idle_timeout, request_id);
                 let empty = Empty::new().map_err(|never| match never {}).boxed();
                 Ok(Response::from_parts(head, empty))
             }
@@ -225,7 +267,18 @@ impl Proxy {
                 let (mut head, body) = res.into_parts();
                 head.version = Version::HTTP_11;
                 strip_hop_by_hop(&mut head.headers);
+                if body.is_end_stream() {
+                    return Ok(Response::from_parts(head, body.map_err(Into::into).boxed()));
+                }
+                // The head has arrived: the idle clock starts now.
+                exchange.moved();
+                let done = exchange.watch(self.inner.idle_timeout, close, request_id);
+                let body = ResponseBody::new(body, exchange, done);
                 Ok(Response::from_parts(head, body.boxed()))
+            }
+            Ok(Err(_)) if exchange.client_body_failed() => {
+                tracing::debug!(request_id, "the client's request body is malformed");
+                Err(ForwardError::ClientBody)
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = ?e, request_id, "upstream request failed");
@@ -271,15 +324,26 @@ impl Upgrade {
 
     /// Joins the client's connection and the store's into one tunnel, in the background:
     /// both upgrades complete only after the 101 has been written to the client.
-    fn tunnel_to(self, store: hyper::upgrade::OnUpgrade, request_id: Option<&str>) {
+    ///
+    /// The tunnel ends when either side closes, or when no byte moved either way for
+    /// `idle`; both connections are dropped (closed) then.
+    fn tunnel_to(self, store: hyper::upgrade::OnUpgrade, idle: Duration, request_id: Option<&str>) {
         let client = self.on;
         let request_id = request_id.map(str::to_owned);
         tokio::spawn(async move {
             match tokio::try_join!(client, store) {
                 Ok((client, store)) => {
-                    let (mut client, mut store) = (TokioIo::new(client), TokioIo::new(store));
-                    let copied = tokio::io::copy_bidirectional(&mut client, &mut store).await;
-                    tracing::debug!(?copied, request_id, "upgraded connection closed");
+                    let exchange = Exchange::new();
+                    let mut client = TunnelSide::new(TokioIo::new(client), exchange.clone());
+                    let mut store = TunnelSide::new(TokioIo::new(store), exchange.clone());
+                    tokio::select! {
+                        copied = tokio::io::copy_bidirectional(&mut client, &mut store) => {
+                            tracing::debug!(?copied, request_id, "upgraded connection closed");
+                        }
+                        _ = exchange.idle_for(idle) => {
+                            tracing::info!(?idle, request_id, "upgraded connection idle too long; closed");
+                        }
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, request_id, "upgrade failed"),
             }
@@ -303,71 +367,10 @@ impl Inner {
             }
         };
         let mut parts = Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
+        parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
         parts.path_and_query = Some(path_and_query);
         Uri::from_parts(parts).ok()
-    }
-}
-
-// === headers ===
-
-/// The comma-separated tokens of a `Connection` header value, trimmed.
-fn tokens(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
-    value
-        .as_bytes()
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-}
-
-/// Removes the hop-by-hop headers, including those named in `Connection`.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Cloning the values (cheap, shared bytes) frees the map for removal; the Vec
-    // allocates only when a `Connection` header is present.
-    let named: Vec<HeaderValue> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .cloned()
-        .collect();
-    for name in named.iter().flat_map(tokens) {
-        // An invalid name matches nothing and is ignored.
-        if let Ok(name) = std::str::from_utf8(name) {
-            headers.remove(name);
-        }
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
-/// Puts `Connection: upgrade` and the `Upgrade` header back after stripping: the one
-/// hop-by-hop pair a tunnel needs on both of its hops.
-fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, protocol);
-}
-
-/// Appends the client to `X-Forwarded-For` (all earlier lines folded into one), sets
-/// `X-Forwarded-Proto` when absent and `X-Request-Id` when we have one.
-fn add_forwarding(headers: &mut HeaderMap, client_ip: IpAddr, request_id: Option<&str>) {
-    let mut xff = Vec::with_capacity(64);
-    for value in headers.get_all(X_FORWARDED_FOR) {
-        if !value.is_empty() {
-            xff.extend_from_slice(value.as_bytes());
-            xff.extend_from_slice(b", ");
-        }
-    }
-    // Writing to a Vec cannot fail.
-    let _ = write!(xff, "{client_ip}");
-    // Earlier values were valid header values, so their concatenation is one too.
-    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(xff)) {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
-    headers
-        .entry(X_FORWARDED_PROTO)
-        .or_insert(HeaderValue::from_static("http"));
-    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
-        headers.insert(X_REQUEST_ID, id);
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Running {
     pub public_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub sale: Sale,
+    /// The HTTP edge (identity, proxy): SIGHUP reloads its JWT keys with the campaigns.
+    edge: Arc<Edge>,
     shutdown: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -98,13 +100,21 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             grace,
             rx.clone(),
         )),
-        tokio::spawn(accept(admin, Surface::Admin, edge, timeout, grace, rx)),
+        tokio::spawn(accept(
+            admin,
+            Surface::Admin,
+            edge.clone(),
+            timeout,
+            grace,
+            rx,
+        )),
     ];
     tracing::info!(%public_addr, %admin_addr, campaigns = cfg.campaigns.len(), "flashgate listening");
     Ok(Running {
         public_addr,
         admin_addr,
         sale,
+        edge,
         shutdown,
         listeners,
         background,
@@ -117,14 +127,14 @@ pub async fn run(
     signal: impl std::future::Future<Output = ()>,
 ) -> Result<(), StartError> {
     let running = start(cfg).await?;
-    let sale = running.sale.clone();
+    let edge = running.edge.clone();
     let hup = tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
             return;
         };
         while hup.recv().await.is_some() {
-            if let Err(e) = sale.reload().await {
+            if let Err(e) = edge.reload().await {
                 tracing::error!(error = %e, "reload refused; the running campaigns are unchanged");
             }
         }
@@ -167,13 +177,19 @@ async fn accept(
         };
         let _ = stream.set_nodelay(true);
         let edge = edge.clone();
-        let svc = service_fn(move |req| {
-            let edge = edge.clone();
-            async move {
-                Ok::<_, Infallible>(match surface {
-                    Surface::Public => http::public(&edge, req, peer.ip()).await,
-                    Surface::Admin => http::admin::handle(&edge, req).await,
-                })
+        // The proxy fires it to drop a connection whose exchange went idle (proxy/idle.rs).
+        let close = crate::proxy::CloseConnection::default();
+        let svc = service_fn({
+            let close = close.clone();
+            move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(close.clone());
+                let edge = edge.clone();
+                async move {
+                    Ok::<_, Infallible>(match surface {
+                        Surface::Public => http::public(&edge, req, peer.ip()).await,
+                        Surface::Admin => http::admin::handle(&edge, req).await,
+                    })
+                }
             }
         });
         // With upgrades: a proxied WebSocket (101 from the store) becomes a tunnel.
@@ -185,11 +201,15 @@ async fn accept(
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => return,
+                _ = close.fired() => return,
                 _ = draining.changed() => {}
             }
             // Finish the request in flight, then close; an idle keep-alive closes at once.
             conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            tokio::select! {
+                _ = conn => {}
+                _ = close.fired() => {}
+            }
             drop(draining);
         });
     }

@@ -13,9 +13,9 @@ use toml::Spanned;
 use super::campaign::check_campaigns;
 use super::diagnostics::{part, Diag};
 use super::{
-    read, AdminConfig, Config, IdentityConfig, IdentityMode, LimitsConfig, OrdersConfig,
-    PaymentConfig, RedisConfig, Report, SecretSource, Secrets, ServerConfig, SinkKind,
-    UpstreamConfig,
+    read, AdminConfig, Config, IdentityConfig, IdentityMode, JwtAlgorithm, LimitsConfig,
+    OrdersConfig, PaymentConfig, RedisConfig, Report, SecretSource, Secrets, ServerConfig,
+    SinkKind, UpstreamConfig,
 };
 
 /// The top-level keys, only to refuse an unknown one (each table is read by [`part`]).
@@ -44,17 +44,18 @@ pub(super) fn check(path: &Path, source: SecretSource<'_>, now: OffsetDateTime) 
         d.toml_error(&e, None);
         return Report::failed(d.errors, d.warnings);
     }
-    let parsed = parse(&mut d);
+    let mut parsed = parse(&mut d);
     let dir = campaigns_dir(&mut d);
     let secrets = secrets(&mut d, &parsed, source);
     validate(&mut d, &parsed);
+    let base = path.parent().unwrap_or(Path::new("."));
+    resolve_files(&mut d, &mut parsed, base);
     // File order, whichever check found them.
     d.errors.sort_by_key(|e| e.position);
     d.warnings.sort_by_key(|e| e.position);
     d.errors.dedup();
 
     // The campaigns are checked even when gateway.toml has errors: report them all.
-    let base = path.parent().unwrap_or(Path::new("."));
     let dir = dir.map(|dir| {
         let full = base.join(dir.as_ref().map_or("campaigns", |d| d.get_ref()));
         if !full.is_dir() {
@@ -233,9 +234,59 @@ fn check_upstream(d: &mut Diag<'_>, upstream: &UpstreamConfig) {
     if upstream.timeout.0.is_zero() {
         d.error_at_key("upstream.timeout", "must be greater than zero");
     }
+    if upstream.idle_timeout.0.is_zero() {
+        d.error_at_key("upstream.idle_timeout", "must be greater than zero");
+    }
 }
 
-/// What `sink::http::HttpSink::new` needs: an absolute http:// URL with a host.
+/// The files gateway.toml names, made relative to it and read now, so a missing or
+/// broken one is a configuration error with its key, not a failure at start:
+/// `upstream.ca_file` and `identity.jwt_public_keys`.
+fn resolve_files(d: &mut Diag<'_>, g: &mut Parsed, base: &Path) {
+    if let Some(ca) = g.upstream.as_mut().and_then(|u| u.ca_file.as_mut()) {
+        *ca = base.join(&*ca);
+        if let Err(e) = crate::tls::read_ca_file(ca) {
+            d.error_at_key("upstream.ca_file", e);
+        }
+    }
+    if let Some(identity) = g.identity.as_mut() {
+        if let Err((field, m)) = check_public_keys(identity, base) {
+            d.error_at_key(field, m);
+        }
+    }
+}
+
+/// RS256 / ES256 need `jwt_public_keys`, resolved against `base` and loadable; HS256
+/// takes none.
+fn check_public_keys(
+    identity: &mut IdentityConfig,
+    base: &Path,
+) -> Result<(), (&'static str, String)> {
+    const FIELD: &str = "identity.jwt_public_keys";
+    if identity.mode != IdentityMode::Jwt {
+        return Ok(());
+    }
+    let alg = match identity.jwt_algorithm {
+        JwtAlgorithm::HS256 if identity.jwt_public_keys.is_some() => {
+            return Err((FIELD, "only for RS256 and ES256".into()))
+        }
+        JwtAlgorithm::HS256 => return Ok(()),
+        JwtAlgorithm::RS256 => jsonwebtoken::Algorithm::RS256,
+        JwtAlgorithm::ES256 => jsonwebtoken::Algorithm::ES256,
+    };
+    let Some(path) = &identity.jwt_public_keys else {
+        let m = format!("required with jwt_algorithm = \"{alg:?}\"");
+        return Err(("identity.jwt_algorithm", m));
+    };
+    let path = base.join(path);
+    if let Err(e) = crate::jwks::KeySet::load(&path, alg) {
+        return Err((FIELD, format!("{}: {e}", path.display())));
+    }
+    identity.jwt_public_keys = Some(path);
+    Ok(())
+}
+
+/// What `sink::http::HttpSink::new` needs: an absolute http:// or https:// URL with a host.
 fn check_orders(d: &mut Diag<'_>, orders: &OrdersConfig) {
     if orders.max_attempts == 0 {
         d.error_at_key("orders.max_attempts", "must be > 0");
@@ -246,9 +297,8 @@ fn check_orders(d: &mut Diag<'_>, orders: &OrdersConfig) {
             d.error(span, "orders.http_url", "required when sink = \"http\"");
         }
         (Some(url), _) => {
-            if let Err(m) = absolute_url(url, &["http"]) {
-                let m = format!("{url:?} {m} (put TLS in front of the store's order API)");
-                d.error_at_key("orders.http_url", m);
+            if let Err(m) = absolute_url(url, &["http", "https"]) {
+                d.error_at_key("orders.http_url", format!("{url:?} {m}"));
             }
         }
         (None, _) => {}
@@ -277,9 +327,9 @@ fn absolute_url(url: &str, schemes: &[&str]) -> Result<(), String> {
 
 // === secrets ===
 
-/// Whether identity needs the HMAC secret (`identity.jwt_secret_env`).
+/// Whether identity needs the HMAC secret (`identity.jwt_secret_env`): HS256 JWTs only.
 fn needs_jwt_secret(identity: &IdentityConfig) -> bool {
-    identity.mode == IdentityMode::Jwt
+    identity.mode == IdentityMode::Jwt && identity.jwt_algorithm == JwtAlgorithm::HS256
 }
 
 /// Reads every secret the configuration names and uses. A named variable that is unset

@@ -5,12 +5,12 @@ use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
-use super::{Sale, SaleError};
+use super::{BadInput, Sale, SaleError};
 use crate::campaign::Window;
 use crate::clock::unix_ms;
 use crate::config::load_campaigns;
 use crate::stock::order::rfc3339_ms;
-use crate::stock::{ItemStats, StoreError};
+use crate::stock::{Adjustment, ItemStats, StoreError, MAX_STOCK_DELTA};
 
 /// How many dead letters one replay call moves per campaign.
 const REPLAY_BATCH: usize = 10_000;
@@ -206,12 +206,20 @@ impl Sale {
             campaign: campaign.to_owned(),
             sku: sku.to_owned(),
         })?;
-        let remaining = self
+        let remaining = match self
             .inner
             .store
             .adjust(&c.keys, &item.sku, delta, item.stock)
             .await?
-            .map_err(|remaining| SaleError::StockConflict { remaining })?;
+        {
+            Adjustment::Applied { remaining } => remaining,
+            Adjustment::WouldGoNegative { remaining } => {
+                return Err(SaleError::StockConflict { remaining })
+            }
+            Adjustment::OutOfRange => return Err(BadInput::invalid(format!(
+                "delta must be within ±{MAX_STOCK_DELTA}, and keep the item's counters within ±(2^53 - 1)"
+            )).into()),
+        };
         item.remaining.store(remaining, Ordering::Relaxed);
         tracing::info!(campaign, sku, delta, remaining, "stock adjusted");
         Ok(remaining)

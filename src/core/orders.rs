@@ -62,7 +62,7 @@ impl Sale {
         let i = &*self.inner;
         let now = i.clock.now().unix_timestamp();
         i.payments.verify(signature, raw, now)?;
-        let cb: Callback = serde_json::from_slice(raw)
+        let cb: Callback = crate::json::object(raw)
             .map_err(|e| BadInput::invalid(format!("invalid callback body: {e}")))?;
         if cb.payment_id.is_empty() || cb.payment_id.len() > MAX_PAYMENT_ID {
             return Err(BadInput::invalid("payment_id must be 1-256 characters").into());

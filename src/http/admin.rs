@@ -101,7 +101,7 @@ async fn run(
         AdminRoute::Campaigns => ok(serde_json::json!({"campaigns": sale.ledgers().await?})),
         AdminRoute::StatusPage => status_page(),
         AdminRoute::Status => ok(status(edge).await?),
-        AdminRoute::Reload => match sale.reload().await {
+        AdminRoute::Reload => match edge.reload().await {
             Ok(n) => ok(serde_json::json!({"reloaded": n})),
             Err(e) => {
                 tracing::error!(error = %e, "reload refused; the running campaigns are unchanged");
@@ -121,7 +121,7 @@ async fn run(
         AdminRoute::Stock { campaign, sku } => {
             let (parts, body) = req.into_parts();
             let raw = edge.read_body(&parts.headers, body).await?;
-            let d: StockDelta = serde_json::from_slice(&raw)
+            let d: StockDelta = crate::json::object(&raw)
                 .map_err(|e| BadInput::invalid(format!("expected {{\"delta\": n}}: {e}")))?;
             let remaining = sale.adjust_stock(campaign, sku, d.delta).await?;
             ok(serde_json::json!({

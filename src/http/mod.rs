@@ -9,6 +9,9 @@ pub mod problem;
 mod route;
 mod seckill;
 
+/// The buy body's parser, for tests/fuzz.rs.
+pub use seckill::quantity as buy_quantity;
+
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -19,7 +22,7 @@ use hyper::body::Incoming;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::core::{BadInput, Sale};
+use crate::core::{BadInput, Sale, SaleError};
 use crate::identity::{ClientIp, Identity, IdentityError};
 use crate::proxy::{Proxy, ProxyError};
 use problem::Problem;
@@ -63,7 +66,7 @@ impl Edge {
         Ok(Edge {
             identity: Identity::from_config(&cfg.identity, &cfg.secrets)?,
             client_ip: ClientIp::new(&cfg.server.trusted_proxies),
-            proxy: Proxy::new(&cfg.upstream)?,
+            proxy: Proxy::new(&cfg.upstream)?.stripping_identity_header(&cfg.identity),
             admin_token: cfg.secrets.admin_token.clone(),
             max_body: cfg.server.max_body_bytes,
             body_timeout: cfg.server.header_read_timeout.0.max(Duration::from_secs(1)),
@@ -95,6 +98,16 @@ impl Edge {
         }
     }
 
+    /// Re-reads the campaign files and the JWT public keys; a bad file changes nothing.
+    pub async fn reload(&self) -> Result<usize, SaleError> {
+        let keys = self.identity.read_keys()?;
+        let campaigns = self.sale.reload().await?;
+        if let Some(keys) = keys {
+            self.identity.use_keys(keys);
+        }
+        Ok(campaigns)
+    }
+
     /// Records the outcome and duration of a request.
     fn observe(&self, route: &str, started: Instant, outcome: &str) {
         let m = self.sale.metrics();
@@ -121,12 +134,12 @@ fn json_of(status: StatusCode, value: &impl serde::Serialize) -> Response<ResBod
     json(status, serde_json::to_vec(value).unwrap_or_default())
 }
 
-/// The client's `X-Request-Id` when it sent a sane one, else a new one.
+/// The client's `X-Request-Id` when it is safe to log, else a new one.
 pub fn request_id(headers: &http::HeaderMap) -> String {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .filter(|v| crate::proxy::valid_request_id(v))
         .map_or_else(|| ulid::Ulid::new().to_string(), str::to_string)
 }
 
@@ -177,27 +190,31 @@ async fn dispatch(
     rid: &str,
     started: Instant,
 ) -> Response<ResBody> {
+    if let Err(why) = crate::proxy::check_host(req.version(), req.headers()) {
+        return Problem::bad_request(why).into_response();
+    }
     // The path is copied so the parsed ids can borrow it while the request moves on.
     let path = req.uri().path().to_owned();
     let route = Route::of(req.method(), &path);
     let h = match route {
         Route::Buy { campaign, sku } => seckill::buy(edge, req, peer, campaign, sku).await,
         Route::Campaign { id } => seckill::campaign(edge, id),
-        Route::OrderGet { id } => orders::get(edge, &req, id).await,
-        Route::OrderCancel { id } => orders::cancel(edge, &req, id).await,
+        Route::OrderGet { id } => orders::get(edge, &req, peer, id).await,
+        Route::OrderCancel { id } => orders::cancel(edge, &req, peer, id).await,
         Route::PaymentCallback => payments::callback(edge, req).await,
         Route::NotFound => Problem::not_found("no such flashgate endpoint").into(),
         Route::MethodNotAllowed { allow } => Problem::method_not_allowed(allow).into(),
         Route::Proxy => {
-            let ip = edge.client_ip.resolve(peer, req.headers());
-            let h = match edge.proxy.forward(req, ip, Some(rid)).await {
+            let origin = edge.client_ip.origin(peer, req.headers());
+            let h = match edge.proxy.forward(req, origin, Some(rid)).await {
                 Ok(res) => Handled::ok(res),
                 Err(e) => e.into(),
             };
+            // The store's answers are `ok` whatever their status; ours carry their slug.
             let outcome = if h.response.status().is_server_error() {
                 "upstream-error"
             } else {
-                "ok"
+                h.outcome
             };
             edge.observe("proxy", started, outcome);
             return h.response;

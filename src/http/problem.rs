@@ -296,7 +296,7 @@ impl From<ForwardError> for Problem {
                 "Method not allowed",
                 e.to_string(),
             ),
-            E::BadTarget => Problem::bad_request(e.to_string()),
+            E::BadTarget | E::BadHost(_) | E::ClientBody => Problem::bad_request(e.to_string()),
             E::Unreachable | E::Failed | E::UnaskedSwitch => Problem::bad_gateway(e.to_string()),
             E::Timeout => Problem::gateway_timeout(e.to_string()),
         }

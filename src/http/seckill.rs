@@ -33,7 +33,10 @@ pub(super) async fn buy(
         client_ip: edge.client_ip.resolve(peer, &parts.headers),
         idempotency_key: idempotency_key(&parts.headers),
     };
-    let authenticate = || edge.identity.user_id(&parts.headers);
+    let authenticate = || {
+        let trusted = edge.client_ip.is_trusted(peer);
+        edge.identity.user_id(&parts.headers, trusted)
+    };
     let quantity = async {
         let raw = edge.read_body(&parts.headers, body).await?;
         quantity(&raw)
@@ -57,12 +60,12 @@ pub(super) async fn buy(
 }
 
 /// The body's `quantity`: `None` for an empty body or `{}`.
-fn quantity(body: &[u8]) -> Result<Option<u32>, BadInput> {
+pub fn quantity(body: &[u8]) -> Result<Option<u32>, BadInput> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let b: BuyBody = serde_json::from_slice(body)
-        .map_err(|e| BadInput::invalid(format!("invalid body: {e}")))?;
+    let b: BuyBody =
+        crate::json::object(body).map_err(|e| BadInput::invalid(format!("invalid body: {e}")))?;
     Ok(b.quantity)
 }
 

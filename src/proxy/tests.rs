@@ -20,8 +20,23 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::config::HumanDuration;
+use crate::identity::Origin;
 
-const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 1));
+const CLIENT_IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 1));
+
+/// A client straight from the Internet.
+const CLIENT: Origin = Origin {
+    peer: CLIENT_IP,
+    client_ip: CLIENT_IP,
+    peer_trusted: false,
+};
+
+/// A request that came through a trusted proxy at 10.0.0.9.
+const VIA_PROXY: Origin = Origin {
+    peer: IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 9)),
+    client_ip: CLIENT_IP,
+    peer_trusted: true,
+};
 
 // === the upstream ===
 
@@ -70,6 +85,8 @@ fn proxy_to(url: String, timeout: Duration) -> Proxy {
     Proxy::new(&UpstreamConfig {
         url,
         timeout: HumanDuration(timeout),
+        idle_timeout: HumanDuration(Duration::from_secs(60)),
+        ca_file: None,
     })
     .unwrap()
 }
@@ -110,6 +127,7 @@ async fn get_keeps_method_path_query_and_host() {
 async fn base_path_of_the_upstream_is_prefixed() {
     let proxy = echo_proxy("/store/").await;
     let req = Request::get("http://shop.example/a?x=1")
+        .header("host", "shop.example")
         .body(Empty::<Bytes>::new())
         .unwrap();
     let res = proxy.forward(req, CLIENT, None).await.unwrap();
@@ -121,11 +139,12 @@ async fn base_path_of_the_upstream_is_prefixed() {
 async fn post_body_and_end_to_end_headers_intact() {
     let proxy = echo_proxy("/").await;
     let req = Request::post("/cart/items")
+        .header("host", "shop.example")
         .header("content-type", "application/json")
         .header("x-forwarded-proto", "https")
         .body(Full::new(Bytes::from_static(br#"{"sku":"a","qty":2}"#)))
         .unwrap();
-    let res = proxy.forward(req, CLIENT, None).await.unwrap();
+    let res = proxy.forward(req, VIA_PROXY, None).await.unwrap();
     assert_eq!(header(&res, "x-echo-method"), Some("POST"));
     assert_eq!(header(&res, "x-echo-uri"), Some("/cart/items"));
     assert_eq!(
@@ -141,23 +160,49 @@ async fn post_body_and_end_to_end_headers_intact() {
 async fn forwarded_for_is_appended_to_existing_lines() {
     let proxy = echo_proxy("").await;
     let req = Request::get("/")
+        .header("host", "shop.example")
         .header("x-forwarded-for", "203.0.113.7")
         .header("x-forwarded-for", "10.0.0.1")
         .body(Empty::<Bytes>::new())
         .unwrap();
-    let res = proxy.forward(req, CLIENT, None).await.unwrap();
+    let res = proxy.forward(req, VIA_PROXY, None).await.unwrap();
     let xff: Vec<_> = res
         .headers()
         .get_all("x-echo-x-forwarded-for")
         .iter()
         .collect();
-    assert_eq!(xff, ["203.0.113.7, 10.0.0.1, 198.51.100.1"]);
+    assert_eq!(
+        xff,
+        ["203.0.113.7, 10.0.0.1, 10.0.0.9"],
+        "the peer is appended"
+    );
+}
+
+#[tokio::test]
+async fn an_untrusted_peers_forwarding_claims_are_replaced() {
+    let proxy = echo_proxy("").await;
+    let req = Request::get("/")
+        .header("host", "shop.example")
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "evil.example")
+        .header("forwarded", "for=1.2.3.4;proto=https")
+        .header("x-real-ip", "1.2.3.4")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = proxy.forward(req, CLIENT, None).await.unwrap();
+    assert_eq!(header(&res, "x-echo-x-forwarded-for"), Some("198.51.100.1"));
+    assert_eq!(header(&res, "x-echo-x-forwarded-proto"), Some("http"));
+    for name in ["x-forwarded-host", "forwarded", "x-real-ip"] {
+        assert_eq!(header(&res, &format!("x-echo-{name}")), None, "{name}");
+    }
 }
 
 #[tokio::test]
 async fn hop_by_hop_headers_are_dropped_both_ways() {
     let proxy = echo_proxy("").await;
     let req = Request::post("/")
+        .header("host", "shop.example")
         .header("connection", "x-secret, keep-alive")
         .header("x-secret", "s")
         .header("keep-alive", "timeout=5")
@@ -222,7 +267,10 @@ async fn one_megabyte_streams_both_ways() {
     const CHUNK: usize = 64 * 1024;
     let proxy = echo_proxy("").await;
     let (tx, rx) = mpsc::channel(1);
-    let req = Request::put("/upload").body(ChanBody(rx)).unwrap();
+    let req = Request::put("/upload")
+        .header("host", "shop.example")
+        .body(ChanBody(rx))
+        .unwrap();
     let res = tokio::spawn(async move { proxy.forward(req, CLIENT, None).await.unwrap() });
 
     let run = async {
@@ -266,7 +314,12 @@ async fn incoming_bodies_through_a_front_server() {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let proxy = proxy.clone();
                 async move {
-                    Ok::<_, Infallible>(proxy.forward(req, peer.ip(), Some("f1")).await.unwrap())
+                    let origin = Origin {
+                        peer: peer.ip(),
+                        client_ip: peer.ip(),
+                        peer_trusted: false,
+                    };
+                    Ok::<_, Infallible>(proxy.forward(req, origin, Some("f1")).await.unwrap())
                 }
             });
             tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(tcp), svc));
@@ -304,7 +357,10 @@ async fn closed_port_is_bad_gateway() {
     let addr = closed.local_addr().unwrap();
     drop(closed);
     let proxy = proxy_to(format!("http://{addr}"), Duration::from_secs(5));
-    let req = Request::get("/").body(Empty::<Bytes>::new()).unwrap();
+    let req = Request::get("/")
+        .header("host", "shop.example")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
     let err = proxy.forward(req, CLIENT, None).await.unwrap_err();
     assert_eq!(err, ForwardError::Unreachable);
 }
@@ -313,7 +369,10 @@ async fn closed_port_is_bad_gateway() {
 async fn silent_upstream_is_gateway_timeout() {
     let addr = spawn_upstream(silent).await;
     let proxy = proxy_to(format!("http://{addr}"), Duration::from_millis(200));
-    let req = Request::get("/slow").body(Empty::<Bytes>::new()).unwrap();
+    let req = Request::get("/slow")
+        .header("host", "shop.example")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
     let err = proxy.forward(req, CLIENT, None).await.unwrap_err();
     assert_eq!(err, ForwardError::Timeout);
 }
@@ -322,6 +381,7 @@ async fn silent_upstream_is_gateway_timeout() {
 async fn connect_is_refused() {
     let proxy = proxy_to("http://127.0.0.1:9".into(), Duration::from_secs(1));
     let req = Request::connect("shop.example:443")
+        .header("host", "shop.example")
         .body(Empty::<Bytes>::new())
         .unwrap();
     let err = proxy.forward(req, CLIENT, None).await.unwrap_err();
@@ -336,12 +396,10 @@ fn bad_upstream_urls_are_refused() {
         Proxy::new(&UpstreamConfig {
             url: url.into(),
             timeout: HumanDuration(Duration::from_millis(ms)),
+            idle_timeout: HumanDuration(Duration::from_secs(60)),
+            ca_file: None,
         })
     };
-    assert!(matches!(
-        new("https://shop.example", 1000),
-        Err(ProxyError::UnsupportedScheme { .. })
-    ));
     for url in ["not a url", "/relative", "ftp://x/", "http://x/?q=1"] {
         assert!(
             matches!(new(url, 1000), Err(ProxyError::InvalidUrl { .. })),
@@ -350,6 +408,7 @@ fn bad_upstream_urls_are_refused() {
     }
     assert!(matches!(new("http://x", 0), Err(ProxyError::ZeroTimeout)));
     assert!(new("http://127.0.0.1:3000", 1000).is_ok());
+    assert!(new("https://shop.example", 1000).is_ok(), "system roots");
 }
 
 #[test]

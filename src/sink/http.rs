@@ -1,12 +1,15 @@
 //! The `http` sink (SPEC §6): `POST orders.http_url` with the order JSON,
 //! `Idempotency-Key: <order_id>` and a `Flashgate-Signature` made with the sink secret.
 //! Any 2xx means persisted; anything else is retried by the outbox consumer.
+//! An `https://` URL is verified like the store (system roots + `upstream.ca_file`).
 
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
@@ -15,23 +18,35 @@ use crate::signature::sign;
 use crate::stock::outbox::Entry;
 
 pub struct HttpSink {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     url: Uri,
     secret: Option<Vec<u8>>,
     timeout: Duration,
 }
 
 impl HttpSink {
-    pub fn new(url: &str, secret: Option<&str>, timeout: Duration) -> Result<HttpSink, SinkError> {
+    /// `ca_file`: extra trust roots for an `https://` URL (`upstream.ca_file`).
+    pub fn new(
+        url: &str,
+        secret: Option<&str>,
+        timeout: Duration,
+        ca_file: Option<&Path>,
+    ) -> Result<HttpSink, SinkError> {
         let url: Uri = url
             .parse()
             .map_err(|e| SinkError::Config(format!("orders.http_url: {e}")))?;
-        if url.scheme_str() != Some("http") {
-            return Err(SinkError::Config(
-                "orders.http_url must be http:// (put TLS in front of the store)".into(),
-            ));
-        }
-        let client = Client::builder(TokioExecutor::new()).build_http();
+        let tls = match url.scheme_str() {
+            Some("http") => crate::tls::no_roots(),
+            Some("https") => crate::tls::client_config(ca_file)
+                .map_err(|e| SinkError::Config(format!("orders.http_url: {e}")))?,
+            _ => {
+                return Err(SinkError::Config(
+                    "orders.http_url must be an http:// or https:// URL".into(),
+                ))
+            }
+        };
+        let connector = crate::tls::https_connector(tls, HttpConnector::new());
+        let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(HttpSink {
             client,
             url,

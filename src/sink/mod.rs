@@ -44,6 +44,7 @@ pub async fn from_config(cfg: &Config) -> Result<Arc<dyn Sink>, SinkError> {
                 url,
                 cfg.secrets.sink_secret.as_deref(),
                 cfg.upstream.timeout.0,
+                cfg.upstream.ca_file.as_deref(),
             )?)
         }
         SinkKind::Postgres => {

@@ -98,6 +98,25 @@ pub enum ConfirmOutcome {
     NotFound,
 }
 
+/// Largest stock adjustment in one call, either way: far beyond any real stock, and
+/// small enough that `lua/adjust.lua` computes exactly with Lua's doubles.
+pub const MAX_STOCK_DELTA: i64 = 1_000_000_000_000;
+
+/// What an operator's stock adjustment did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adjustment {
+    Applied {
+        remaining: i64,
+    },
+    /// Nothing changed: remaining would go below zero.
+    WouldGoNegative {
+        remaining: i64,
+    },
+    /// Nothing changed: |delta| > [`MAX_STOCK_DELTA`], or a counter would leave the range
+    /// of exact integers (±(2^53 - 1)).
+    OutOfRange,
+}
+
 /// Counters of one item (units). Ledger: initial + adjusted = remaining + pending + paid.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ItemStats {
@@ -356,22 +375,26 @@ impl Store {
         Ok((seen, expired))
     }
 
-    /// Operator stock adjustment: `Ok(remaining)`, or `Err(remaining)` when it would go below zero.
+    /// Operator stock adjustment (`lua/adjust.lua`). A `delta` beyond
+    /// ±[`MAX_STOCK_DELTA`] is refused here without asking Redis.
     pub async fn adjust(
         &self,
         keys: &CampaignKeys,
         sku: &str,
         delta: i64,
         initial: u64,
-    ) -> Result<Result<i64, i64>, StoreError> {
+    ) -> Result<Adjustment, StoreError> {
+        if delta.unsigned_abs() > MAX_STOCK_DELTA.unsigned_abs() {
+            return Ok(Adjustment::OutOfRange);
+        }
         let mut inv = self.scripts.adjust.prepare_invoke();
         inv.key(keys.item(sku)).arg(delta).arg(initial);
         let reply: Reply = self.run(inv).await?;
         let remaining = int_at(&reply, 1);
-        Ok(if tag(&reply) == "ok" {
-            Ok(remaining)
-        } else {
-            Err(remaining)
+        Ok(match tag(&reply) {
+            "ok" => Adjustment::Applied { remaining },
+            "negative" => Adjustment::WouldGoNegative { remaining },
+            _ => Adjustment::OutOfRange,
         })
     }
 

@@ -12,6 +12,7 @@
 mod client;
 mod config;
 mod gateway;
+mod keys;
 mod postgres;
 mod process;
 mod redis_cluster;
@@ -21,6 +22,7 @@ mod store;
 pub use client::{send, try_send, TestResponse};
 pub use config::{CampaignSpec, TestConfig, ADMIN_TOKEN, JWT_SECRET, PAYMENT_SECRET, SINK_SECRET};
 pub use gateway::Gateway;
+pub use keys::{jwks, SigningKey, TestCa};
 pub use postgres::Postgres;
 pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;

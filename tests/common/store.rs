@@ -10,22 +10,30 @@
 //! - A request with `Upgrade: echo` (and `Connection: upgrade`) on any path but
 //!   `/refuse-upgrade` is answered 101 and the connection then echoes every byte back
 //!   (a stand-in for a WebSocket); `/refuse-upgrade` answers 403.
+//! - `x-test-stream: forever` streams 64 KiB chunks for as long as they are taken;
+//!   `x-test-stream: stall` sends one chunk (`first chunk\n`) and then nothing. Either
+//!   counts in `streams_closed` once the gateway drops the response (for idle tests);
+//!   an echo tunnel counts in `tunnels_closed` once it ends.
+//! - [`TestStore::start_tls`] serves the same over TLS with a given certificate.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::{combinators::BoxBody, BodyExt, Either, Full};
+use hyper::body::{Body, Frame, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// One delivery the gateway made to the sink endpoint.
@@ -53,10 +61,15 @@ struct Shared {
     attempts: AtomicUsize,
     /// Every other (echoed) request, counted on arrival, before any `x-test-delay-ms`.
     echoed: AtomicUsize,
+    /// `x-test-stream` responses whose receiver (the gateway's connection) went away.
+    streams_closed: AtomicUsize,
+    /// Echo tunnels that ended.
+    tunnels_closed: AtomicUsize,
 }
 
 pub struct TestStore {
     addr: SocketAddr,
+    scheme: &'static str,
     shared: Arc<Shared>,
     accept: JoinHandle<()>,
 }
@@ -64,10 +77,20 @@ pub struct TestStore {
 impl TestStore {
     /// Binds 127.0.0.1:0 and serves on the current Tokio runtime until dropped.
     pub async fn start() -> TestStore {
+        Self::serve(None).await
+    }
+
+    /// Like [`start`](Self::start), over TLS: `url()` is `https://127.0.0.1:<port>`.
+    pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> TestStore {
+        Self::serve(Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> TestStore {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind store");
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared::default());
         let state = shared.clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -76,25 +99,49 @@ impl TestStore {
                     continue;
                 };
                 let state = state.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(state.clone(), req));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .with_upgrades()
-                        .await;
+                    let builder = http1::Builder::new();
+                    match tls {
+                        None => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                            let _ = conn.with_upgrades().await;
+                        }
+                        Some(tls) => {
+                            // A failed handshake (say, a client that does not trust us)
+                            // just ends the connection.
+                            let Ok(stream) = tls.accept(stream).await else {
+                                return;
+                            };
+                            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                            let _ = conn.with_upgrades().await;
+                        }
+                    }
                 });
             }
         });
         TestStore {
             addr,
+            scheme,
             shared,
             accept,
         }
     }
 
-    /// `http://127.0.0.1:<port>`
+    /// `http://127.0.0.1:<port>` (`https://` for [`TestStore::start_tls`])
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
+    }
+
+    /// `x-test-stream` responses the gateway has dropped so far.
+    pub fn streams_closed(&self) -> usize {
+        self.shared.streams_closed.load(Ordering::SeqCst)
+    }
+
+    /// Echo tunnels that have ended so far.
+    pub fn tunnels_closed(&self) -> usize {
+        self.shared.tunnels_closed.load(Ordering::SeqCst)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -137,7 +184,66 @@ impl Drop for TestStore {
     }
 }
 
+type StoreBody = BoxBody<Bytes, Infallible>;
+
+/// A response body fed from a channel, so the test store sees when it is dropped.
+struct ChanBody(mpsc::Receiver<Bytes>);
+
+impl Body for ChanBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// `x-test-stream: forever | stall`: see the module doc.
+fn stream(shared: Arc<Shared>, forever: bool) -> Response<StoreBody> {
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    tokio::spawn(async move {
+        if forever {
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            while tx.send(chunk.clone()).await.is_ok() {}
+        } else if tx.send(Bytes::from_static(b"first chunk\n")).await.is_ok() {
+            tx.closed().await;
+        }
+        shared.streams_closed.fetch_add(1, Ordering::SeqCst);
+    });
+    Response::builder()
+        .header("content-type", "application/octet-stream")
+        .body(ChanBody(rx).boxed())
+        .expect("valid response")
+}
+
 async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<StoreBody>, Infallible> {
+    let res = handle_full(shared, req).await?;
+    Ok(res.map(|b| match b {
+        Either::Left(full) => full.boxed(),
+        Either::Right(body) => body,
+    }))
+}
+
+async fn handle_full(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Either<Full<Bytes>, StoreBody>>, Infallible> {
+    match req.headers().get("x-test-stream").map(|v| v.as_bytes()) {
+        Some(b"forever") => return Ok(stream(shared, true).map(Either::Right)),
+        Some(b"stall") => return Ok(stream(shared, false).map(Either::Right)),
+        _ => {}
+    }
+    let res = handle_inner(shared, req).await?;
+    Ok(res.map(Either::Left))
+}
+
+async fn handle_inner(
     shared: Arc<Shared>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -156,6 +262,7 @@ async fn handle(
                 let (mut r, mut w) = tokio::io::split(TokioIo::new(up));
                 let _ = tokio::io::copy(&mut r, &mut w).await;
             }
+            shared.tunnels_closed.fetch_add(1, Ordering::SeqCst);
         });
         let mut res = Response::new(Full::new(Bytes::new()));
         *res.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;

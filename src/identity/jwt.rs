@@ -1,0 +1,173 @@
+//! JWT verification: HS256 with a shared secret, or RS256 / ES256 with public keys
+//! (`identity.jwt_public_keys`, reloadable).
+//!
+//! One algorithm is configured and only that one is accepted: `alg` in the token must
+//! name it, so `none`, an HS256 token signed with a public key as its secret, or any
+//! other switch is refused before a key is chosen. `exp` and `sub` are required; `nbf`,
+//! and `iss` / `aud` when `identity.issuer` / `identity.audience` are set, are checked.
+
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+use super::IdentityError;
+use crate::config::{ConfigError, IdentityConfig, JwtAlgorithm, Secrets};
+use crate::jwks::KeySet;
+
+/// Clock skew tolerated on `exp` / `nbf`, in seconds.
+const JWT_LEEWAY_SECS: u64 = 5;
+
+/// The only claim we read; `exp` and the rest are checked by `jsonwebtoken` itself.
+#[derive(serde::Deserialize)]
+struct Claims {
+    sub: String,
+}
+
+pub(super) struct Jwt {
+    alg: Algorithm,
+    keys: Keys,
+    /// Built once: the hot path only decodes and verifies.
+    validation: Validation,
+}
+
+enum Keys {
+    Secret(DecodingKey),
+    /// Swapped whole on reload; a read lock held only to clone the `Arc`.
+    Public {
+        path: PathBuf,
+        set: RwLock<Arc<KeySet>>,
+    },
+}
+
+pub(super) fn algorithm(a: JwtAlgorithm) -> Algorithm {
+    match a {
+        JwtAlgorithm::HS256 => Algorithm::HS256,
+        JwtAlgorithm::RS256 => Algorithm::RS256,
+        JwtAlgorithm::ES256 => Algorithm::ES256,
+    }
+}
+
+impl Jwt {
+    pub(super) fn new(cfg: &IdentityConfig, secrets: &Secrets) -> Result<Jwt, IdentityError> {
+        let alg = algorithm(cfg.jwt_algorithm);
+        let keys = match cfg.jwt_algorithm {
+            JwtAlgorithm::HS256 => {
+                let secret = secrets
+                    .jwt_secret
+                    .as_deref()
+                    .filter(|s| !s.is_empty())
+                    .ok_or(IdentityError::MissingSecret)?;
+                Keys::Secret(DecodingKey::from_secret(secret.as_bytes()))
+            }
+            JwtAlgorithm::RS256 | JwtAlgorithm::ES256 => {
+                let path = cfg
+                    .jwt_public_keys
+                    .clone()
+                    .ok_or(IdentityError::MissingPublicKeys)?;
+                let set = KeySet::load(&path, alg)
+                    .map_err(|e| IdentityError::PublicKeys(format!("{}: {e}", path.display())))?;
+                Keys::Public {
+                    path,
+                    set: RwLock::new(Arc::new(set)),
+                }
+            }
+        };
+        Ok(Jwt {
+            alg,
+            keys,
+            validation: validation(alg, cfg),
+        })
+    }
+
+    pub(super) fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// The `sub` of a valid token.
+    pub(super) fn subject(&self, token: &str) -> Result<String, IdentityError> {
+        let set;
+        let key = match &self.keys {
+            Keys::Secret(key) => key,
+            Keys::Public { set: keys, .. } => {
+                let header = jsonwebtoken::decode_header(token)
+                    .map_err(|_| IdentityError::Invalid("malformed token"))?;
+                if header.alg != self.alg {
+                    return Err(IdentityError::Invalid("token algorithm not accepted"));
+                }
+                set = keys.read().unwrap_or_else(PoisonError::into_inner).clone();
+                set.pick(header.kid.as_deref())
+                    .ok_or(IdentityError::Invalid("token key id unknown"))?
+            }
+        };
+        jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .map(|data| data.claims.sub)
+            .map_err(|e| IdentityError::Invalid(reason(e.kind())))
+    }
+
+    /// Re-reads the public key file; `None` for HS256. Nothing changes until
+    /// [`use_keys`](Self::use_keys), so a reload can check everything first.
+    pub(super) fn read_keys(&self) -> Result<Option<Arc<KeySet>>, ConfigError> {
+        let Keys::Public { path, .. } = &self.keys else {
+            return Ok(None);
+        };
+        KeySet::load(path, self.alg)
+            .map(|set| Some(Arc::new(set)))
+            .map_err(|e| ConfigError {
+                file: path.clone(),
+                position: None,
+                message: format!("field `identity.jwt_public_keys`: {e}"),
+            })
+    }
+
+    pub(super) fn use_keys(&self, new: Arc<KeySet>) {
+        if let Keys::Public { set, .. } = &self.keys {
+            *set.write().unwrap_or_else(PoisonError::into_inner) = new;
+        }
+    }
+}
+
+/// Exactly `alg`, `exp` and `sub` required, `nbf` honoured when present, `iss` / `aud`
+/// when configured. Without `identity.audience`, `aud` is not checked: the store's
+/// tokens are accepted as issued.
+fn validation(alg: Algorithm, cfg: &IdentityConfig) -> Validation {
+    let mut v = Validation::new(alg);
+    let mut required = vec!["exp", "sub"];
+    v.leeway = JWT_LEEWAY_SECS;
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    v.validate_aud = false;
+    if let Some(iss) = &cfg.issuer {
+        v.set_issuer(&[iss]);
+        required.push("iss");
+    }
+    if let Some(aud) = &cfg.audience {
+        v.set_audience(&[aud]);
+        v.validate_aud = true;
+        required.push("aud");
+    }
+    v.set_required_spec_claims(&required);
+    v
+}
+
+fn reason(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match kind {
+        K::ExpiredSignature => "token expired",
+        K::ImmatureSignature => "token not yet valid",
+        K::InvalidSignature => "bad token signature",
+        K::InvalidAlgorithm | K::InvalidAlgorithmName => "token algorithm not accepted",
+        K::InvalidIssuer => "token issuer not accepted",
+        K::InvalidAudience => "token audience not accepted",
+        K::MissingRequiredClaim(c) if c == "exp" => "token lacks the `exp` claim (expiry)",
+        K::MissingRequiredClaim(c) if c == "iss" => "token lacks the `iss` claim (issuer)",
+        K::MissingRequiredClaim(c) if c == "aud" => "token lacks the `aud` claim (audience)",
+        K::MissingRequiredClaim(_) => "token lacks the `sub` claim (the user id)",
+        // `Claims` is read before the required claims are checked: serde sees `sub` first.
+        K::Json(e) if e.to_string().starts_with("missing field `sub`") => {
+            "token lacks the `sub` claim (the user id)"
+        }
+        K::Json(e) if e.is_data() => "token claim `sub` (the user id) must be a string",
+        _ => "malformed token",
+    }
+}
