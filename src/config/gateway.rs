@@ -250,37 +250,37 @@ fn resolve_files(d: &mut Diag<'_>, g: &mut Parsed, base: &Path) {
         }
     }
     if let Some(identity) = g.identity.as_mut() {
-        if let Err((field, m)) = check_public_keys(identity, base) {
-            d.error_at_key(field, m);
+        if let Err(m) = check_public_keys(identity, base) {
+            const FIELD: &str = "identity.jwt_public_keys";
+            // At the key when it is there, else at the algorithm that asks for it.
+            let span = d
+                .key_span(FIELD)
+                .or_else(|| d.key_span("identity.jwt_algorithm"));
+            d.error(span, FIELD, m);
         }
     }
 }
 
 /// RS256 / ES256 need `jwt_public_keys`, resolved against `base` and loadable; HS256
 /// takes none.
-fn check_public_keys(
-    identity: &mut IdentityConfig,
-    base: &Path,
-) -> Result<(), (&'static str, String)> {
-    const FIELD: &str = "identity.jwt_public_keys";
+fn check_public_keys(identity: &mut IdentityConfig, base: &Path) -> Result<(), String> {
     if identity.mode != IdentityMode::Jwt {
         return Ok(());
     }
     let alg = match identity.jwt_algorithm {
         JwtAlgorithm::HS256 if identity.jwt_public_keys.is_some() => {
-            return Err((FIELD, "only for RS256 and ES256".into()))
+            return Err("only for RS256 and ES256".into())
         }
         JwtAlgorithm::HS256 => return Ok(()),
         JwtAlgorithm::RS256 => jsonwebtoken::Algorithm::RS256,
         JwtAlgorithm::ES256 => jsonwebtoken::Algorithm::ES256,
     };
     let Some(path) = &identity.jwt_public_keys else {
-        let m = format!("required with jwt_algorithm = \"{alg:?}\"");
-        return Err(("identity.jwt_algorithm", m));
+        return Err(format!("required with jwt_algorithm = \"{alg:?}\""));
     };
     let path = base.join(path);
     if let Err(e) = crate::jwks::KeySet::load(&path, alg) {
-        return Err((FIELD, format!("{}: {e}", path.display())));
+        return Err(format!("{}: {e}", path.display()));
     }
     identity.jwt_public_keys = Some(path);
     Ok(())

@@ -939,10 +939,10 @@ fn an_upstream_with_a_query_is_refused() {
 }
 
 #[test]
-fn a_sink_url_must_be_http() {
+fn a_sink_url_must_be_http_or_https() {
     let gw = GATEWAY.replace(
         "http_url = \"http://127.0.0.1:3000",
-        "http_url = \"https://127.0.0.1:3000",
+        "http_url = \"ftp://127.0.0.1:3000",
     );
     let (fx, err) = gateway_err(&gw);
     assert_error(
