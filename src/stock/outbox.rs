@@ -18,6 +18,10 @@ pub const GROUP: &str = "flashgate";
 pub enum Event {
     Paid,
     RefundRequired,
+    /// A paid order was charged again (SPEC §6): the entry's order carries the refund's
+    /// `payment_id`, the amount charged and `status` refund_required. Its own event so a
+    /// sink can key it by payment, never by order.
+    SecondCharge,
 }
 
 impl Event {
@@ -25,6 +29,7 @@ impl Event {
         match self {
             Event::Paid => "paid",
             Event::RefundRequired => "refund_required",
+            Event::SecondCharge => "second_charge",
         }
     }
 }
@@ -57,6 +62,7 @@ pub fn parse(stream: &str, e: &StreamId) -> Result<Entry, String> {
     let event = match get("event") {
         Some("paid") => Event::Paid,
         Some("refund_required") => Event::RefundRequired,
+        Some("second_charge") => Event::SecondCharge,
         other => return Err(format!("unknown event {other:?}")),
     };
     let pairs = e.map.keys().filter_map(|k| Some((k.as_str(), get(k)?)));
