@@ -245,3 +245,51 @@ impl Store {
         self.query_pipe(&pipe).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(event: &str, payment_id: &str, status: &str) -> StreamId {
+        let mut map = std::collections::HashMap::new();
+        for (k, v) in [
+            ("event", event),
+            ("id", "01JAAAAAAAAAAAAAAAAAAAAAAA.sale"),
+            ("campaign", "sale"),
+            ("sku", "a"),
+            ("user", "u1"),
+            ("qty", "1"),
+            ("amount", "1000"),
+            ("status", status),
+            ("created", "1"),
+            ("pay_by", "2"),
+            ("payment_id", payment_id),
+            ("paid_at", "3"),
+        ] {
+            map.insert(
+                k.to_string(),
+                redis::Value::BulkString(v.as_bytes().to_vec()),
+            );
+        }
+        StreamId {
+            id: "1-0".into(),
+            map,
+        }
+    }
+
+    #[test]
+    fn entries_of_an_older_gateway_still_parse() {
+        let e = parse("s", &entry("paid", "p1", "paid")).expect("paid entry");
+        assert_eq!(e.event, Event::Paid);
+        let e = parse("s", &entry("refund_required", "p1", "refund_required")).expect("refund");
+        assert_eq!(e.event, Event::RefundRequired);
+    }
+
+    #[test]
+    fn a_second_charge_carries_the_refunds_payment() {
+        let e = parse("s", &entry("second_charge", "p2", "refund_required")).expect("entry");
+        assert_eq!(e.event, Event::SecondCharge);
+        assert_eq!(e.order.payment_id.as_deref(), Some("p2"));
+        assert!(parse("s", &entry("bogus", "p2", "paid")).is_err());
+    }
+}
