@@ -5,7 +5,11 @@
 -- Built inside from the stored order: <base>item:<sku>, <base>user:<user>, <base>holders:<sku>.
 -- Returns {outcome, ORDER_FIELDS...} with outcome one of:
 --   "paid"        pending -> paid; a `paid` event is in the outbox
---   "paid_dup"    already paid; nothing new in the outbox
+--   "paid_dup"    already paid with this payment_id; nothing new in the outbox
+--   "second"      already paid with ANOTHER payment_id (a second charge): ONE
+--                 `second_charge` event for this payment_id is in the outbox; the order,
+--                 its ledger and stock are untouched
+--   "second_dup"  that second charge was reported before; nothing new in the outbox
 --   "refund"      expired/cancelled (or past its deadline) -> refund_required; ONE refund event
 --   "refund_dup"  already refund_required; nothing new in the outbox
 --   "mismatch"    amount differs; the order stays pending
@@ -27,7 +31,22 @@ if not status then
   return {'not_found'}
 end
 if status == 'paid' then
-  return reply('paid_dup')
+  local paid_id = redis.call('HGET', okey, 'payment_id')
+  if paid_id == payment_id then
+    return reply('paid_dup')
+  end
+  -- A second charge: the mark on the order hash makes retries (and parallel copies) of
+  -- this callback queue nothing more; it expires with the order.
+  local mark = 'refund:' .. payment_id
+  if redis.call('HEXISTS', okey, mark) == 1 then
+    return reply('second_dup')
+  end
+  local now = now_ms()
+  -- The event is the order as a refund of THIS payment, for the amount charged.
+  outbox_add(outbox, okey, 'second_charge',
+    {status = 'refund_required', payment_id = payment_id, paid_at = now, amount = paid_amount})
+  redis.call('HSET', okey, mark, now)
+  return reply('second')
 end
 if status == 'refund_required' then
   return reply('refund_dup')

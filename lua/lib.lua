@@ -6,9 +6,10 @@
 --   <base>user:<user>    hash  held (units pending+paid), p:<sku> -> pending order id, i:<idem key> -> order id
 --   <base>holders:<sku> hash  user -> pending order id (who may retry after a sell-out);
 --                             item field `hv` counts its changes
---   <base>order:<id>     hash  the ORDER_FIELDS below
+--   <base>order:<id>     hash  the ORDER_FIELDS below; refund:<payment_id> -> ms for each
+--                             second charge of a paid order already queued for refund
 --   <base>deadlines      zset  pending order ids scored by pay_by (ms)
---   <base>outbox         stream paid / refund_required events for the sink
+--   <base>outbox         stream paid / refund_required / second_charge events for the sink
 --   <base>dead           stream outbox entries that failed too often
 --   <base>consumers      hash  outbox consumer name -> last heartbeat (ms)
 -- Every key that can be known before a call is passed in KEYS. Only keys that depend on
@@ -72,13 +73,18 @@ local function close_pending(base, okey, dkey, to, now, retain_ms)
 end
 
 -- Appends an outbox event carrying the whole order to the stream `outbox` (from KEYS).
-local function outbox_add(outbox, okey, event)
+-- `over` (optional) replaces some order fields in the event only, not in the order.
+local function outbox_add(outbox, okey, event, over)
   local vals = order_fields(okey)
   local args = {outbox, '*', 'event', event}
   for i, name in ipairs(ORDER_FIELDS) do
-    if vals[i] then
+    local v = vals[i]
+    if over and over[name] then
+      v = over[name]
+    end
+    if v then
       args[#args + 1] = name
-      args[#args + 1] = vals[i]
+      args[#args + 1] = v
     end
   end
   return redis.call('XADD', unpack(args))

@@ -117,6 +117,60 @@ async fn reload_validates_first_never_readds_stock_and_applies_new_settings() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_reports_a_changed_file_stock_and_keeps_the_live_stock() {
+    let redis = RedisServer::start();
+    let store = TestStore::start().await;
+    let mut cfg = TestConfig::new(&redis.url(), &store.url());
+    cfg.campaign(
+        CampaignSpec::new("sale")
+            .item("a", 10, 1000)
+            .item("b", 4, 500),
+    );
+    let gw = Gateway::start(cfg.load()).await;
+
+    // Nothing changed: nothing to report.
+    let r = admin(&gw, "POST", "/admin/reload", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["stock_differs"],
+        serde_json::json!([]),
+        "{}",
+        r.text()
+    );
+
+    cfg.write_campaign(
+        &CampaignSpec::new("sale")
+            .item("a", 20, 1000)
+            .item("b", 4, 500),
+    );
+    let r = admin(&gw, "POST", "/admin/reload", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["reloaded"], 1, "{body}");
+    let differs = body["stock_differs"].as_array().expect("stock_differs");
+    assert_eq!(differs.len(), 1, "only the changed item: {body}");
+    let d = &differs[0];
+    assert_eq!(d["campaign"], "sale");
+    assert_eq!(d["sku"], "a");
+    assert_eq!(d["file_stock"], 20);
+    assert_eq!(d["initial"], 10);
+    assert_eq!(d["remaining"], 10);
+    let hint = d["hint"].as_str().expect("hint");
+    assert!(
+        hint.contains("never re-added") && hint.contains("/admin/campaigns/sale/items/a/stock"),
+        "{hint}"
+    );
+
+    let a = item(&gw, "sale", "a").await;
+    assert_eq!(
+        (a["initial"].as_i64(), a["remaining"].as_i64()),
+        (Some(10), Some(10)),
+        "the live stock stays as loaded"
+    );
+    gw.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_adjustment_is_atomic_and_never_below_zero() {
     let redis = RedisServer::start();
     let store = TestStore::start().await;

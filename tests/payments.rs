@@ -409,3 +409,89 @@ async fn callback_for_a_cancelled_order_makes_exactly_one_refund_event() {
         }
     );
 }
+
+/// Pays an order with its usual payment id, then reports a second charge `p2` of it
+/// `retries` times in a row and `parallel` times at once: every answer is
+/// refund_required, one refund event for `p2` is queued, the order stays paid.
+async fn second_charge_scenario(user: &str, retries: usize, parallel: usize) {
+    let s = Setup::new(campaign()).await;
+    let gw = start(&s.cfg).await;
+    let mut probe = Probe::new(&s.redis).await;
+    let order = buy_ok(&gw, C, SKU, user).await;
+    let id = order_id(&order).to_owned();
+    let p1 = payment_id(&id);
+    pay_ok(&gw, &order).await;
+    assert_eq!(probe.entries_added(&outbox_key(C)).await, 1);
+
+    let p2 = format!("{p1}_again");
+    let body = callback_body(&id, &p2, PRICE);
+    let mut answers = Vec::new();
+    for _ in 0..retries {
+        answers.push(signed_callback(&gw, body.clone()).await);
+    }
+    if parallel > 0 {
+        answers.extend(concurrent_callbacks(gw.endpoints(), body, parallel).await);
+    }
+    for res in &answers {
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert_eq!(res.json()["status"], "refund_required", "{}", res.text());
+        assert_eq!(res.json()["order_id"], id.as_str(), "{}", res.text());
+    }
+    assert_eq!(
+        probe.entries_added(&outbox_key(C)).await,
+        2,
+        "the paid order and ONE refund of the second charge"
+    );
+
+    // The first payment again is a plain duplicate: paid, nothing new.
+    let again = signed_callback(&gw, callback_body(&id, &p1, PRICE)).await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.json()["status"], "paid", "{}", again.text());
+    assert_eq!(probe.entries_added(&outbox_key(C)).await, 2);
+
+    s.store.wait_for_orders(2, WAIT).await;
+    probe.wait_drained(C).await;
+    let got = s.store.orders();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let key = |k: &str| {
+        got.iter()
+            .filter(|d| d.header("idempotency-key") == Some(k))
+            .collect::<Vec<_>>()
+    };
+    let paid = key(&id);
+    assert_eq!(paid.len(), 1, "the paid order exactly once");
+    assert_eq!(paid[0].json["status"], "paid");
+    assert_eq!(paid[0].json["payment_id"], p1.as_str());
+    let refund = key(&format!("{id}:{p2}"));
+    assert_eq!(refund.len(), 1, "one refund of the second charge");
+    let r = &refund[0];
+    assert!(verify_signature(
+        SINK_SECRET,
+        r.header("flashgate-signature").expect("signed"),
+        &r.raw
+    ));
+    assert_eq!(r.json["order_id"], id.as_str());
+    assert_eq!(r.json["status"], "refund_required");
+    assert_eq!(r.json["payment_id"], p2.as_str());
+    assert_eq!(r.json["amount_cents"], PRICE);
+    assert_eq!(r.json["user_id"], user);
+
+    // The order itself is untouched: still paid with p1, ledger and stock as after payment.
+    assert_eq!(order_status(&gw, user, &id).await, "paid");
+    let o = get_order(&gw, user, &id).await.json();
+    assert_eq!(o["payment_id"], p1.as_str());
+    assert_eq!(ledger(&gw, C, SKU).await, stats(9, 0, 1));
+    let m = metrics(&gw).await;
+    let ev = |e: &str| metric(&m, "flashgate_preorders_total", &[("event", e)]);
+    assert_eq!((ev("paid"), ev("refund_required")), (1.0, 0.0), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_charge_of_a_paid_order_makes_one_refund_keyed_by_its_payment() {
+    second_charge_scenario("frank", 4, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_concurrent_second_charge_callbacks_make_one_refund_event() {
+    second_charge_scenario("grace", 0, 10).await;
+}

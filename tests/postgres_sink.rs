@@ -373,3 +373,76 @@ async fn a_hung_postgres_connection_does_not_stall_deliveries() {
     assert!(deliveries(&gw, "retry").await >= 1.0);
     assert_eq!(ledger(&gw, C, SKU).await.paid, 2);
 }
+
+/// `flashgate_refunds` rows, payment_id → (order_id, amount_cents, created_at ms).
+async fn refund_rows(db: &tokio_postgres::Client) -> Option<BTreeMap<String, (String, i64, i64)>> {
+    let rows = db
+        .query(
+            "SELECT payment_id, order_id, amount_cents, \
+             (extract(epoch from created_at) * 1000)::bigint FROM flashgate_refunds",
+            &[],
+        )
+        .await
+        .ok()?;
+    Some(
+        rows.iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_charge_becomes_one_refund_row_keyed_by_payment() {
+    const C: &str = "pgref";
+    let pg = Postgres::start();
+    let s = setup(&pg, C, 10).await;
+    let gw = start(&s.cfg).await;
+    let mut probe = Probe::new(&s.redis).await;
+    let db = connect(&pg).await;
+
+    let order = buy_ok(&gw, C, SKU, "alice").await;
+    let id = order_id(&order).to_owned();
+    pay_ok(&gw, &order).await;
+    let p2 = "pay_second".to_owned();
+    let from = now_ms();
+    for _ in 0..3 {
+        let res = signed_callback(&gw, callback_body(&id, &p2, PRICE)).await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        assert_eq!(res.json()["status"], "refund_required", "{}", res.text());
+    }
+    let refunds = eventually("one row in flashgate_refunds", WAIT, || async {
+        refund_rows(&db).await.filter(|r| r.len() == 1)
+    })
+    .await;
+    probe.wait_drained(C).await;
+    let (order_id_col, amount_col, created) = &refunds[&p2];
+    assert_eq!(order_id_col, &id);
+    assert_eq!(*amount_col, PRICE as i64);
+    assert!(
+        *created >= from - 1_000 && *created <= now_ms() + 1_000,
+        "{created}"
+    );
+
+    // The order's own row is the paid one, with its first payment id.
+    let got = wait_rows(&db, 1).await;
+    assert_eq!(got[&id].status, "paid");
+    assert_eq!(got[&id].payment_id, Some(payment_id(&id)));
+
+    // The table is as documented: payment_id is the primary key.
+    let pk: Vec<String> = db
+        .query(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a \
+             ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = 'flashgate_refunds'::regclass AND i.indisprimary",
+            &[],
+        )
+        .await
+        .expect("primary key")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(pk, ["payment_id"]);
+    assert_eq!(deliveries(&gw, "ok").await, 2.0);
+    assert_eq!(rows(&db).await.expect("table").len(), 1);
+    assert_eq!(refund_rows(&db).await.expect("table").len(), 1);
+}

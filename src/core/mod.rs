@@ -23,6 +23,7 @@ pub use buy::{Bought, BuyRequest};
 pub use error::{BadInput, SaleError};
 pub use operate::{
     CampaignLedger, CampaignOutbox, CampaignView, ItemLedger, ItemView, NotReady, OutboxCounts,
+    Reloaded, StockDiffers,
 };
 pub use orders::{Callback, PaymentReply};
 

@@ -12,6 +12,25 @@ use crate::config::load_campaigns;
 use crate::stock::order::rfc3339_ms;
 use crate::stock::{Adjustment, ItemStats, StoreError, MAX_STOCK_DELTA};
 
+/// What a reload did: how many campaigns run now, and the items whose file stock no
+/// longer matches what was loaded into Redis (left as they are: stock is never re-added).
+#[derive(Debug, Serialize)]
+pub struct Reloaded {
+    pub reloaded: usize,
+    pub stock_differs: Vec<StockDiffers>,
+}
+
+/// An item whose campaign file says `file_stock` while Redis holds `initial`.
+#[derive(Debug, Serialize)]
+pub struct StockDiffers {
+    pub campaign: String,
+    pub sku: String,
+    pub file_stock: u64,
+    pub initial: i64,
+    pub remaining: i64,
+    pub hint: String,
+}
+
 /// How many dead letters one replay call moves per campaign.
 const REPLAY_BATCH: usize = 10_000;
 
@@ -249,16 +268,68 @@ impl Sale {
     }
 
     /// Re-reads every campaign file; a bad file leaves the running set untouched. Stock
-    /// of new items is loaded into Redis (only if absent); existing stock is never re-added.
-    pub async fn reload(&self) -> Result<usize, SaleError> {
+    /// of new items is loaded into Redis (only if absent); existing stock is never re-added,
+    /// and an item whose file stock differs from its loaded `initial` is reported (and
+    /// logged), so an edited number is not silently ignored.
+    pub async fn reload(&self) -> Result<Reloaded, SaleError> {
         let campaigns = load_campaigns(&self.inner.campaigns_dir)?;
         self.inner.registry.replace(&campaigns);
         self.inner.metrics.prime_campaigns(&campaigns);
-        if let Err(e) = self.load_stock().await {
-            tracing::warn!(error = %e, "stock not loaded yet; the first buy of each item loads it");
-        }
+        let stock_differs = match self.load_stock().await {
+            Ok(()) => self.stock_differs().await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not compare file stock with Redis");
+                Vec::new()
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "stock not loaded yet; the first buy of each item loads it");
+                Vec::new()
+            }
+        };
         tracing::info!(campaigns = campaigns.len(), "campaigns reloaded");
-        Ok(campaigns.len())
+        Ok(Reloaded {
+            reloaded: campaigns.len(),
+            stock_differs,
+        })
+    }
+
+    /// Items of the running campaigns whose file `stock` is not their `initial` in Redis
+    /// (every item exists there: called after `load_stock`). One WARN line each.
+    async fn stock_differs(&self) -> Result<Vec<StockDiffers>, StoreError> {
+        let snapshot = self.inner.registry.snapshot();
+        let mut ids: Vec<_> = snapshot.keys().collect();
+        ids.sort();
+        let mut out = Vec::new();
+        for id in ids {
+            let c = &snapshot[id];
+            let keys: Vec<String> = c.items.iter().map(|i| i.key.clone()).collect();
+            let stats = self.inner.store.item_stats(&keys).await?;
+            for (item, s) in c.items.iter().zip(stats) {
+                if i64::try_from(item.stock).ok() == Some(s.initial) {
+                    continue;
+                }
+                let hint = format!(
+                    "stock is never re-added on reload; use POST /admin/campaigns/{}/items/{}/stock with {{\"delta\": n}}",
+                    c.cfg.id, item.sku
+                );
+                tracing::warn!(
+                    campaign = %c.cfg.id,
+                    sku = %item.sku,
+                    file_stock = item.stock,
+                    initial = s.initial,
+                    remaining = s.remaining,
+                    "campaign file stock differs from the loaded stock; not re-added ({hint})"
+                );
+                out.push(StockDiffers {
+                    campaign: c.cfg.id.clone(),
+                    sku: item.sku.clone(),
+                    file_stock: item.stock,
+                    initial: s.initial,
+                    remaining: s.remaining,
+                    hint,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Loads the running campaigns' stock into Redis where it is absent (never re-adds it).

@@ -87,6 +87,21 @@ impl Sale {
                 (o, OrderStatus::Paid)
             }
             ConfirmOutcome::AlreadyPaid(o) => return Ok(reply(&o, OrderStatus::Paid)),
+            // Not a pre-order transition (the order stays paid), so not counted in
+            // flashgate_preorders_total; the refund itself is the outbox entry.
+            ConfirmOutcome::SecondCharge(o) => {
+                tracing::warn!(
+                    order_id = %o.order_id,
+                    paid_payment_id = o.payment_id.as_deref().unwrap_or(""),
+                    payment_id = %cb.payment_id,
+                    amount_cents = cb.amount_cents,
+                    "second charge of a paid order; refund of this payment queued"
+                );
+                return Ok(reply(&o, OrderStatus::RefundRequired));
+            }
+            ConfirmOutcome::AlreadySecondCharge(o) => {
+                return Ok(reply(&o, OrderStatus::RefundRequired))
+            }
             ConfirmOutcome::RefundRequired(o) => {
                 tracing::warn!(order_id = %o.order_id, payment_id = %cb.payment_id, "payment for a closed pre-order; refund queued");
                 (o, OrderStatus::RefundRequired)

@@ -102,7 +102,7 @@ async fn run(
         AdminRoute::StatusPage => status_page(),
         AdminRoute::Status => ok(status(edge).await?),
         AdminRoute::Reload => match edge.reload().await {
-            Ok(n) => ok(serde_json::json!({"reloaded": n})),
+            Ok(r) => json_of(StatusCode::OK, &r),
             Err(e) => {
                 tracing::error!(error = %e, "reload refused; the running campaigns are unchanged");
                 return Err(e.into());

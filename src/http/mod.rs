@@ -99,7 +99,7 @@ impl Edge {
     }
 
     /// Re-reads the campaign files and the JWT public keys; a bad file changes nothing.
-    pub async fn reload(&self) -> Result<usize, SaleError> {
+    pub async fn reload(&self) -> Result<crate::core::Reloaded, SaleError> {
         let keys = self.identity.read_keys()?;
         let campaigns = self.sale.reload().await?;
         if let Some(keys) = keys {

@@ -1,6 +1,8 @@
 //! The `http` sink (SPEC §6): `POST orders.http_url` with the order JSON,
 //! `Idempotency-Key: <order_id>` and a `Flashgate-Signature` made with the sink secret.
 //! Any 2xx means persisted; anything else is retried by the outbox consumer.
+//! A second charge's refund is keyed `<order_id>:<payment_id>`, so the store's dedupe by
+//! order never swallows it.
 //! An `https://` URL is verified like the store (system roots + `upstream.ca_file`).
 
 use std::path::Path;
@@ -15,7 +17,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::{DeliverFuture, Sink, SinkError};
 use crate::signature::sign;
-use crate::stock::outbox::Entry;
+use crate::stock::outbox::{Entry, Event};
 
 pub struct HttpSink {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
@@ -57,11 +59,16 @@ impl HttpSink {
 
     async fn post(&self, entry: &Entry) -> Result<(), SinkError> {
         let body = entry.order.to_json();
+        let o = &entry.order;
+        let key = match (entry.event, &o.payment_id) {
+            (Event::SecondCharge, Some(p)) => format!("{}:{p}", o.order_id),
+            _ => o.order_id.clone(),
+        };
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(self.url.clone())
             .header(header::CONTENT_TYPE, "application/json")
-            .header("idempotency-key", &entry.order.order_id);
+            .header("idempotency-key", key);
         if let Some(secret) = &self.secret {
             let t = time::OffsetDateTime::now_utc().unix_timestamp();
             req = req.header("flashgate-signature", sign(secret, &body, t));

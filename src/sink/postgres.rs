@@ -3,6 +3,10 @@
 //!
 //! Columns (also in README): order_id, status ('paid' | 'refund_required'), campaign, sku,
 //! user_id, quantity, amount_cents, payment_id, created_at, pay_by, paid_at, received_at.
+//!
+//! A second charge of a paid order goes to `flashgate_refunds` instead, one row per
+//! refunded payment (`payment_id` primary key, order_id, amount_cents, created_at = when
+//! the charge was reported), so the order's own row never swallows it.
 
 use std::time::Duration;
 
@@ -11,7 +15,7 @@ use tokio::task::AbortHandle;
 use tokio_postgres::{Client, NoTls};
 
 use super::{DeliverFuture, Sink, SinkError};
-use crate::stock::outbox::Entry;
+use crate::stock::outbox::{Entry, Event};
 
 const CREATE: &str = "CREATE TABLE IF NOT EXISTS flashgate_orders (
     order_id     text PRIMARY KEY,
@@ -27,6 +31,18 @@ const CREATE: &str = "CREATE TABLE IF NOT EXISTS flashgate_orders (
     paid_at      timestamptz,
     received_at  timestamptz NOT NULL DEFAULT now()
 )";
+
+const CREATE_REFUNDS: &str = "CREATE TABLE IF NOT EXISTS flashgate_refunds (
+    payment_id   text PRIMARY KEY,
+    order_id     text NOT NULL,
+    amount_cents bigint NOT NULL,
+    created_at   timestamptz NOT NULL
+)";
+
+const INSERT_REFUND: &str =
+    "INSERT INTO flashgate_refunds (payment_id, order_id, amount_cents, created_at)
+    VALUES ($1, $2, $3, to_timestamp($4::bigint / 1000.0))
+    ON CONFLICT (payment_id) DO NOTHING";
 
 const INSERT: &str = "INSERT INTO flashgate_orders
     (order_id, status, campaign, sku, user_id, quantity, amount_cents, payment_id, created_at, pay_by, paid_at)
@@ -78,7 +94,7 @@ impl PostgresSink {
         .abort_handle();
         let conn = Conn { client, task };
         conn.client
-            .batch_execute(CREATE)
+            .batch_execute(&format!("{CREATE};\n{CREATE_REFUNDS}"))
             .await
             .map_err(|e| SinkError::Unreachable(e.to_string()))?;
         Ok(conn)
@@ -111,24 +127,37 @@ impl PostgresSink {
         let out_of_range = |what| SinkError::Refused(format!("{what} out of range for PostgreSQL"));
         let quantity = i32::try_from(o.quantity).map_err(|_| out_of_range("quantity"))?;
         let amount = i64::try_from(o.amount_cents).map_err(|_| out_of_range("amount_cents"))?;
-        let result = client
-            .execute(
-                INSERT,
-                &[
-                    &o.order_id,
-                    &entry.event.as_str(),
-                    &o.campaign,
-                    &o.sku,
-                    &o.user_id,
-                    &quantity,
-                    &amount,
-                    &o.payment_id,
-                    &o.created_at,
-                    &o.pay_by,
-                    &o.paid_at,
-                ],
-            )
-            .await;
+        let result = if entry.event == Event::SecondCharge {
+            // The event is the refund of its own payment (stamped when it was reported).
+            let Some(payment_id) = &o.payment_id else {
+                return Err(SinkError::Refused(
+                    "second charge without payment_id".into(),
+                ));
+            };
+            let created = o.paid_at.unwrap_or(o.created_at);
+            client
+                .execute(INSERT_REFUND, &[payment_id, &o.order_id, &amount, &created])
+                .await
+        } else {
+            client
+                .execute(
+                    INSERT,
+                    &[
+                        &o.order_id,
+                        &entry.event.as_str(),
+                        &o.campaign,
+                        &o.sku,
+                        &o.user_id,
+                        &quantity,
+                        &amount,
+                        &o.payment_id,
+                        &o.created_at,
+                        &o.pay_by,
+                        &o.paid_at,
+                    ],
+                )
+                .await
+        };
         match result {
             Ok(_) => Ok(()),
             Err(e) => {

@@ -92,6 +92,11 @@ pub enum CancelOutcome {
 pub enum ConfirmOutcome {
     Paid(Order),
     AlreadyPaid(Order),
+    /// Paid before with another payment id: a refund of this one is queued (the order is
+    /// returned as stored, still paid with its first payment id).
+    SecondCharge(Order),
+    /// That second charge was reported before; nothing new queued.
+    AlreadySecondCharge(Order),
     RefundRequired(Order),
     AlreadyRefundRequired(Order),
     AmountMismatch(Order),
@@ -345,6 +350,8 @@ impl Store {
         Ok(match tag(&reply) {
             "paid" => ConfirmOutcome::Paid(order_in(&reply)?),
             "paid_dup" => ConfirmOutcome::AlreadyPaid(order_in(&reply)?),
+            "second" => ConfirmOutcome::SecondCharge(order_in(&reply)?),
+            "second_dup" => ConfirmOutcome::AlreadySecondCharge(order_in(&reply)?),
             "refund" => ConfirmOutcome::RefundRequired(order_in(&reply)?),
             "refund_dup" => ConfirmOutcome::AlreadyRefundRequired(order_in(&reply)?),
             "mismatch" => ConfirmOutcome::AmountMismatch(order_in(&reply)?),

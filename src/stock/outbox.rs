@@ -18,6 +18,10 @@ pub const GROUP: &str = "flashgate";
 pub enum Event {
     Paid,
     RefundRequired,
+    /// A paid order was charged again (SPEC §6): the entry's order carries the refund's
+    /// `payment_id`, the amount charged and `status` refund_required. Its own event so a
+    /// sink can key it by payment, never by order.
+    SecondCharge,
 }
 
 impl Event {
@@ -25,6 +29,7 @@ impl Event {
         match self {
             Event::Paid => "paid",
             Event::RefundRequired => "refund_required",
+            Event::SecondCharge => "second_charge",
         }
     }
 }
@@ -57,6 +62,7 @@ pub fn parse(stream: &str, e: &StreamId) -> Result<Entry, String> {
     let event = match get("event") {
         Some("paid") => Event::Paid,
         Some("refund_required") => Event::RefundRequired,
+        Some("second_charge") => Event::SecondCharge,
         other => return Err(format!("unknown event {other:?}")),
     };
     let pairs = e.map.keys().filter_map(|k| Some((k.as_str(), get(k)?)));
@@ -237,5 +243,53 @@ impl Store {
             .cmd("XLEN")
             .arg(&keys.dead);
         self.query_pipe(&pipe).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(event: &str, payment_id: &str, status: &str) -> StreamId {
+        let mut map = std::collections::HashMap::new();
+        for (k, v) in [
+            ("event", event),
+            ("id", "01JAAAAAAAAAAAAAAAAAAAAAAA.sale"),
+            ("campaign", "sale"),
+            ("sku", "a"),
+            ("user", "u1"),
+            ("qty", "1"),
+            ("amount", "1000"),
+            ("status", status),
+            ("created", "1"),
+            ("pay_by", "2"),
+            ("payment_id", payment_id),
+            ("paid_at", "3"),
+        ] {
+            map.insert(
+                k.to_string(),
+                redis::Value::BulkString(v.as_bytes().to_vec()),
+            );
+        }
+        StreamId {
+            id: "1-0".into(),
+            map,
+        }
+    }
+
+    #[test]
+    fn entries_of_an_older_gateway_still_parse() {
+        let e = parse("s", &entry("paid", "p1", "paid")).expect("paid entry");
+        assert_eq!(e.event, Event::Paid);
+        let e = parse("s", &entry("refund_required", "p1", "refund_required")).expect("refund");
+        assert_eq!(e.event, Event::RefundRequired);
+    }
+
+    #[test]
+    fn a_second_charge_carries_the_refunds_payment() {
+        let e = parse("s", &entry("second_charge", "p2", "refund_required")).expect("entry");
+        assert_eq!(e.event, Event::SecondCharge);
+        assert_eq!(e.order.payment_id.as_deref(), Some("p2"));
+        assert!(parse("s", &entry("bogus", "p2", "paid")).is_err());
     }
 }
