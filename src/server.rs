@@ -181,12 +181,11 @@ async fn accept(
         let close = crate::proxy::CloseConnection::default();
         let svc = service_fn({
             let close = close.clone();
-            move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(close.clone());
-                let edge = edge.clone();
+            move |req: hyper::Request<hyper::body::Incoming>| {
+                let (edge, close) = (edge.clone(), close.clone());
                 async move {
                     Ok::<_, Infallible>(match surface {
-                        Surface::Public => http::public(&edge, req, peer.ip()).await,
+                        Surface::Public => http::public(&edge, req, peer.ip(), close).await,
                         Surface::Admin => http::admin::handle(&edge, req).await,
                     })
                 }

@@ -24,7 +24,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::core::{BadInput, Sale, SaleError};
 use crate::identity::{ClientIp, Identity, IdentityError};
-use crate::proxy::{Proxy, ProxyError};
+use crate::proxy::{CloseConnection, Proxy, ProxyError};
 use problem::Problem;
 use route::Route;
 
@@ -169,12 +169,19 @@ impl Handled {
 }
 
 /// The public listener: flashgate's own routes, everything else to the store.
-pub async fn public(edge: &Edge, req: Request<Incoming>, peer: IpAddr) -> Response<ResBody> {
+/// `close` is the connection's off switch: handed to the proxy, which fires it when a
+/// proxied exchange goes idle.
+pub async fn public(
+    edge: &Edge,
+    req: Request<Incoming>,
+    peer: IpAddr,
+    close: CloseConnection,
+) -> Response<ResBody> {
     let started = Instant::now();
     // Every log line of this request carries its id; the store gets it too.
     let rid = request_id(req.headers());
     let span = tracing::info_span!("request", request_id = %rid);
-    let mut res = dispatch(edge, req, peer, &rid, started)
+    let mut res = dispatch(edge, req, peer, close, &rid, started)
         .instrument(span)
         .await;
     if let Ok(v) = HeaderValue::from_str(&rid) {
@@ -185,17 +192,18 @@ pub async fn public(edge: &Edge, req: Request<Incoming>, peer: IpAddr) -> Respon
 
 async fn dispatch(
     edge: &Edge,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     peer: IpAddr,
+    close: CloseConnection,
     rid: &str,
     started: Instant,
 ) -> Response<ResBody> {
     if let Err(why) = crate::proxy::check_host(req.version(), req.headers()) {
         return Problem::bad_request(why).into_response();
     }
-    // The path is copied so the parsed ids can borrow it while the request moves on.
-    let path = req.uri().path().to_owned();
-    let route = Route::of(req.method(), &path);
+    // The parsed ids borrow the URI while the request moves on: a clone shares its bytes.
+    let uri = req.uri().clone();
+    let route = Route::of(req.method(), uri.path());
     let h = match route {
         Route::Buy { campaign, sku } => seckill::buy(edge, req, peer, campaign, sku).await,
         Route::Campaign { id } => seckill::campaign(edge, id),
@@ -205,6 +213,9 @@ async fn dispatch(
         Route::NotFound => Problem::not_found("no such flashgate endpoint").into(),
         Route::MethodNotAllowed { allow } => Problem::method_not_allowed(allow).into(),
         Route::Proxy => {
+            // Only a proxied request carries the switch: the extensions map it would
+            // allocate is no cost a buy should pay.
+            req.extensions_mut().insert(close);
             let origin = edge.client_ip.origin(peer, req.headers());
             let h = match edge.proxy.forward(req, origin, Some(rid)).await {
                 Ok(res) => Handled::ok(res),

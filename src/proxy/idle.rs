@@ -29,9 +29,9 @@ use tokio::time::Instant;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A client connection's off switch. The server makes one per connection and puts a
-/// clone into every request's extensions; the proxy fires it to have the connection
-/// dropped (neither side of a stalled exchange can be closed from inside hyper).
+/// A client connection's off switch. The server makes one per connection; the edge puts
+/// a clone into each proxied request's extensions, and the proxy fires it to have the
+/// connection dropped (neither side of a stalled exchange can be closed from inside hyper).
 #[derive(Clone, Default)]
 pub struct CloseConnection(Arc<Notify>);
 
