@@ -227,6 +227,7 @@ mod tests {
                 stock: 3,
                 price_cents: 100,
             }],
+            admission: crate::config::Admission::FirstCome,
             file: "c1.toml".into(),
         }
     }

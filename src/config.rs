@@ -24,7 +24,7 @@ use serde::{Deserialize, Deserializer};
 use time::OffsetDateTime;
 use toml::Spanned;
 
-pub use campaign::{load_campaigns, valid_id, Campaign, Item};
+pub use campaign::{load_campaigns, valid_id, Admission, Campaign, Item};
 pub use diagnostics::ConfigError;
 
 // === durations, rates ===

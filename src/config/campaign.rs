@@ -24,8 +24,38 @@ pub struct Item {
     pub price_cents: u64,
 }
 
+/// Who may buy (SPEC §4.1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Admission {
+    /// Anyone, first come first served.
+    FirstCome,
+    /// Entrants from `entries_open` until `starts_at`, selected by ticket rank; a selected
+    /// entrant reserves within `claim_window` of selection.
+    Raffle {
+        entries_open: OffsetDateTime,
+        claim_window: Duration,
+    },
+    /// One draw per user: wins when the ticket's first 8 bytes are below `p × 2^64`.
+    InstantDraw { win_probability: f64 },
+}
+
+impl Admission {
+    /// The SPEC name: `first-come`, `raffle`, `instant-draw`.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Admission::FirstCome => "first-come",
+            Admission::Raffle { .. } => "raffle",
+            Admission::InstantDraw { .. } => "instant-draw",
+        }
+    }
+
+    pub fn is_first_come(&self) -> bool {
+        matches!(self, Admission::FirstCome)
+    }
+}
+
 /// One campaign, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Campaign {
     pub id: String,
     pub name: String,
@@ -35,6 +65,7 @@ pub struct Campaign {
     pub per_user_limit: u32,
     pub limits: LimitsConfig,
     pub items: Vec<Item>,
+    pub admission: Admission,
     pub file: PathBuf,
 }
 
@@ -51,6 +82,30 @@ struct CampaignFile {
     #[serde(default)]
     limits: LimitsConfig,
     items: Spanned<Vec<IgnoredAny>>,
+    admission: Option<Spanned<AdmissionMode>>,
+    raffle: Option<Spanned<RaffleFile>>,
+    instant_draw: Option<Spanned<InstantDrawFile>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum AdmissionMode {
+    FirstCome,
+    Raffle,
+    InstantDraw,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RaffleFile {
+    entries_open: Spanned<toml::value::Datetime>,
+    claim_window: Spanned<HumanDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstantDrawFile {
+    win_probability: Spanned<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,6 +259,7 @@ fn parse_campaign(d: &mut Diag<'_>, now: OffsetDateTime) -> Option<(Campaign, Ra
         let span = Some(c.items.span());
         d.error(span, "items", "a campaign needs at least one item");
     }
+    let admission = admission(d, &c, starts_at);
     let id_span = super::diagnostics::find_key(d.src, "id").unwrap_or(c.id.span());
     let campaign = Campaign {
         id: c.id.into_inner(),
@@ -214,9 +270,87 @@ fn parse_campaign(d: &mut Diag<'_>, now: OffsetDateTime) -> Option<(Campaign, Ra
         per_user_limit: c.per_user_limit.into_inner(),
         limits: c.limits,
         items: items?,
+        admission: admission?,
         file: d.file.to_path_buf(),
     };
     Some((campaign, id_span))
+}
+
+/// The `admission` mode and its table; `None` (with the errors recorded) when they do
+/// not fit together.
+fn admission(
+    d: &mut Diag<'_>,
+    c: &CampaignFile,
+    starts_at: Option<OffsetDateTime>,
+) -> Option<Admission> {
+    let mode = c
+        .admission
+        .as_ref()
+        .map_or(AdmissionMode::FirstCome, |m| *m.get_ref());
+    let mode_span = c.admission.as_ref().map(|m| m.span());
+    // A table of another mode is an error: it would be silently ignored otherwise.
+    if mode != AdmissionMode::Raffle {
+        if let Some(t) = &c.raffle {
+            d.error(
+                Some(t.span()),
+                "raffle",
+                "a [raffle] table needs admission = \"raffle\"",
+            );
+        }
+    }
+    if mode != AdmissionMode::InstantDraw {
+        if let Some(t) = &c.instant_draw {
+            let msg = "an [instant_draw] table needs admission = \"instant-draw\"";
+            d.error(Some(t.span()), "instant_draw", msg);
+        }
+    }
+    match mode {
+        AdmissionMode::FirstCome => {
+            (c.raffle.is_none() && c.instant_draw.is_none()).then_some(Admission::FirstCome)
+        }
+        AdmissionMode::Raffle => {
+            let Some(r) = c.raffle.as_ref().map(|r| r.get_ref()) else {
+                let msg = "a raffle needs a [raffle] table with entries_open and claim_window";
+                d.error(mode_span, "admission", msg);
+                return None;
+            };
+            let open = to_offset(r.entries_open.get_ref())
+                .map_err(|m| d.error(Some(r.entries_open.span()), "raffle.entries_open", m))
+                .ok();
+            if let (Some(open), Some(start)) = (open, starts_at) {
+                if open >= start {
+                    let msg = "must be before starts_at (entries are taken from entries_open until starts_at, when the draw is made)";
+                    d.error(Some(r.entries_open.span()), "raffle.entries_open", msg);
+                    return None;
+                }
+            }
+            let claim_window = r.claim_window.get_ref().0;
+            if claim_window < Duration::from_secs(1) {
+                let span = Some(r.claim_window.span());
+                d.error(span, "raffle.claim_window", "must be at least 1s");
+                return None;
+            }
+            Some(Admission::Raffle {
+                entries_open: open?,
+                claim_window,
+            })
+        }
+        AdmissionMode::InstantDraw => {
+            let Some(t) = c.instant_draw.as_ref().map(|t| t.get_ref()) else {
+                let msg = "an instant draw needs an [instant_draw] table with win_probability";
+                d.error(mode_span, "admission", msg);
+                return None;
+            };
+            let p = *t.win_probability.get_ref();
+            if !(p > 0.0 && p <= 1.0) {
+                let span = Some(t.win_probability.span());
+                let msg = format!("must be above 0 and at most 1 (0 < p <= 1), not {p}");
+                d.error(span, "instant_draw.win_probability", msg);
+                return None;
+            }
+            Some(Admission::InstantDraw { win_probability: p })
+        }
+    }
 }
 
 /// The `[[items]]`, each read and checked on its own; `None` if any is wrong.

@@ -968,3 +968,101 @@ fn a_bad_identity_header_is_refused() {
         "identity.header",
     );
 }
+
+// === admission (raffle, instant draw) ===
+
+const RAFFLE: &str = "admission = \"raffle\"\n\n[raffle]\nentries_open = 2026-11-10T20:00:00+08:00\nclaim_window = \"10m\"\n\n";
+
+/// CAMPAIGN with `extra` inserted before its first `[[items]]`.
+fn with_admission(extra: &str) -> String {
+    CAMPAIGN.replacen("[[items]]", &format!("{extra}[[items]]"), 1)
+}
+
+#[test]
+fn raffle_and_instant_draw_load() {
+    let fx = Fixture::new(GATEWAY, &[("sale.toml", &with_admission(RAFFLE))]);
+    let c = &fx.load().unwrap().campaigns[0];
+    assert_eq!(
+        c.admission,
+        Admission::Raffle {
+            entries_open: datetime!(2026-11-10 12:00 UTC),
+            claim_window: Duration::from_secs(600),
+        }
+    );
+    let draw = "admission = \"instant-draw\"\n[instant_draw]\nwin_probability = 0.05\n";
+    let fx = Fixture::new(GATEWAY, &[("sale.toml", &with_admission(draw))]);
+    let c = &fx.load().unwrap().campaigns[0];
+    assert_eq!(
+        c.admission,
+        Admission::InstantDraw {
+            win_probability: 0.05
+        }
+    );
+    let fx = Fixture::new(GATEWAY, &[("sale.toml", CAMPAIGN)]);
+    assert_eq!(
+        fx.load().unwrap().campaigns[0].admission,
+        Admission::FirstCome
+    );
+}
+
+#[test]
+fn entries_open_after_starts_at_is_an_error() {
+    let c = with_admission(&RAFFLE.replace("2026-11-10T20:00:00", "2026-11-11T00:00:01"));
+    let (fx, err) = campaign_err(&c);
+    let at = pos_after(&c, "entries_open = ");
+    assert_error(&err, &fx.campaign("sale.toml"), at, "raffle.entries_open");
+    assert!(err.message.contains("before starts_at"), "{err}");
+}
+
+#[test]
+fn a_probability_outside_zero_to_one_is_an_error() {
+    for p in ["0.0", "1.5", "-0.1", "nan"] {
+        let c = with_admission(&format!(
+            "admission = \"instant-draw\"\n[instant_draw]\nwin_probability = {p}\n"
+        ));
+        let (fx, err) = campaign_err(&c);
+        let at = pos_after(&c, "win_probability = ");
+        assert_error(
+            &err,
+            &fx.campaign("sale.toml"),
+            at,
+            "instant_draw.win_probability",
+        );
+    }
+}
+
+#[test]
+fn a_raffle_table_on_a_first_come_campaign_is_an_error() {
+    let c = with_admission(&RAFFLE.replace("admission = \"raffle\"\n", ""));
+    let (fx, err) = campaign_err(&c);
+    assert!(err.message.contains("admission = \"raffle\""), "{err}");
+    assert_eq!(err.file, fx.campaign("sale.toml"));
+    assert_eq!(
+        err.position.map(|p| p.0),
+        Some(pos_of(&c, "[raffle]").0),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_raffle_without_its_table_or_a_bad_mode_is_an_error() {
+    let c = with_admission("admission = \"raffle\"\n");
+    let (fx, err) = campaign_err(&c);
+    let at = pos_after(&c, "admission = ");
+    assert_error(&err, &fx.campaign("sale.toml"), at, "[raffle]");
+    let c = with_admission("admission = \"lottery\"\n");
+    let (fx, err) = campaign_err(&c);
+    let at = pos_after(&c, "admission = ");
+    assert_error(&err, &fx.campaign("sale.toml"), at, "raffle");
+    let c = with_admission(&RAFFLE.replace(
+        "claim_window = \"10m\"",
+        "claim_window = \"10m\"\nseats = 3",
+    ));
+    let (fx, err) = campaign_err(&c);
+    assert_error(
+        &err,
+        &fx.campaign("sale.toml"),
+        pos_of(&c, "seats"),
+        "seats",
+    );
+}
