@@ -12,6 +12,11 @@
 --   <base>outbox         stream paid / refund_required / second_charge events for the sink
 --   <base>dead           stream outbox entries that failed too often
 --   <base>consumers      hash  outbox consumer name -> last heartbeat (ms)
+--   <base>admission      hash  seed, drawn (ms), next (entrants considered), claimed, lapsed
+--   <base>entrants       hash  raffle entrant -> entered at (ms)
+--   <base>ranking        zset  score 0, member = 32 ticket bytes .. user id (byte order = rank)
+--   <base>claims         zset  selected entrants with an open claim, scored by claim_by (ms)
+--   <base>selection      hash  selected entrant -> "<s|c|l>:<selected at>:<claim by>"
 -- Every key that can be known before a call is passed in KEYS. Only keys that depend on
 -- what Redis holds are built inside, from `base`: the order key of an order id read from
 -- a user or deadline entry, and the item / user / holders keys of a stored order's sku
@@ -88,4 +93,22 @@ local function outbox_add(outbox, okey, event, over)
     end
   end
   return redis.call('XADD', unpack(args))
+end
+
+-- A raffle entrant's state, for a refusal or `entries/me`:
+-- {entered at or false, drawn (ms) or false, next, selection or false, rank or false}.
+-- `member` is the entrant's ranking member (ticket bytes .. user); the rank is known
+-- only after the draw.
+local function entry_state(adm, entrants, ranking, selection, user, member)
+  local entered = redis.call('HGET', entrants, user)
+  local a = redis.call('HMGET', adm, 'drawn', 'next')
+  local rank = false
+  if entered and a[1] then
+    local r = redis.call('ZRANK', ranking, member)
+    if r then
+      rank = r + 1
+    end
+  end
+  return {entered or false, a[1] or false, a[2] or '0',
+          redis.call('HGET', selection, user) or false, rank}
 end

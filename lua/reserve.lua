@@ -17,6 +17,10 @@
 -- ARGV[13] deadline (ms, Redis' clock as the caller estimates it), or "": a script that
 --          runs later than this (Redis was frozen, the call queued behind others) reserves
 --          nothing — the caller has given up and answered 503 (SPEC §1.5)
+-- ARGV[14] "raffle" when only selected entrants with an open claim may reserve, else ""
+-- ARGV[15] raffle: the user's ranking member (ticket bytes .. user id), else ""
+-- KEYS[7]  <base>claims   KEYS[8]  <base>selection   KEYS[9]  <base>admission
+-- KEYS[10] <base>entrants KEYS[11] <base>ranking     (read or written in a raffle only)
 -- Returns one of:
 --   {"reserved", ORDER_FIELDS...}   a new pre-order
 --   {"existing", ORDER_FIELDS...}   the same Idempotency-Key, or the user's pending order for this item
@@ -28,6 +32,8 @@
 --   {"paused"}                      the campaign is paused (checked here so every instance
 --                                   obeys at once, not only after its next refresh)
 --   {"late", now}                   past the deadline: nothing read, nothing written
+--   {"not_selected", entry_state...} a raffle, and the user holds no open claim; the
+--                                   user's state (lib.lua) for the refusal's body
 -- Built inside: <base>order:<id> of an order id stored in the user's hash (an earlier
 -- order: its idempotency key or pending order), which cannot be known before the call.
 
@@ -71,6 +77,18 @@ if pending then
   end
 end
 
+-- A raffle admits only a selected entrant whose claim is still open (never after
+-- claim_by); a retry of an order made under the claim was answered above.
+local raffle = ARGV[14] == 'raffle'
+if raffle then
+  local claim_by = redis.call('ZSCORE', KEYS[7], user)
+  if not claim_by or tonumber(claim_by) < now then
+    local r = entry_state(KEYS[9], KEYS[10], KEYS[11], KEYS[8], user, ARGV[15])
+    table.insert(r, 1, 'not_selected')
+    return r
+  end
+end
+
 local MAX_HOLDERS_INLINE = 5000
 local remaining = tonumber(redis.call('HGET', ikey, 'remaining'))
 if remaining < qty then
@@ -107,6 +125,13 @@ end
 redis.call('HSET', okey, 'id', id, 'campaign', campaign, 'sku', sku, 'user', user,
   'qty', qty, 'amount', amount, 'status', 'pending_payment', 'created', now, 'pay_by', pay_by)
 redis.call('ZADD', dkey, pay_by, id)
+if raffle then
+  -- The claim is used: its units are held now, and never come back to this entrant.
+  redis.call('ZREM', KEYS[7], user)
+  local v = redis.call('HGET', KEYS[8], user)
+  redis.call('HSET', KEYS[8], user, 'c' .. string.sub(v, 2))
+  redis.call('HINCRBY', KEYS[9], 'claimed', 1)
+end
 local r = order_fields(okey)
 table.insert(r, 1, 'reserved')
 return r

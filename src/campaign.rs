@@ -7,11 +7,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use crate::admission::Seed;
 use crate::config::Campaign;
 use crate::stock::{CampaignKeys, Holders};
 
@@ -64,6 +65,10 @@ pub struct CampaignState {
     /// Operator pause (degradation switch): buys get 503 `paused`. The source of truth is
     /// `<base>paused` in Redis (so every instance obeys it); this copy is refreshed each second.
     pub paused: AtomicBool,
+    /// Fair admission's seed (SPEC §4.1), once read from Redis; kept across reloads.
+    pub seed: OnceLock<Seed>,
+    /// When the raffle's draw was made (unix ms), once this instance has seen it; 0 before.
+    pub drawn_at: AtomicI64,
 }
 
 /// Where `now` falls in a campaign's window.
@@ -146,11 +151,20 @@ impl Registry {
                 let paused = old
                     .get(&c.id)
                     .is_some_and(|o| o.paused.load(Ordering::Relaxed));
+                let prev = old.get(&c.id);
+                let seed = OnceLock::new();
+                if let Some(s) = prev.and_then(|p| p.seed.get()) {
+                    let _ = seed.set(s.clone());
+                }
                 let state = CampaignState {
                     cfg: c.clone(),
                     keys,
                     items,
                     paused: AtomicBool::new(paused),
+                    seed,
+                    drawn_at: AtomicI64::new(
+                        prev.map_or(0, |p| p.drawn_at.load(Ordering::Relaxed)),
+                    ),
                 };
                 (c.id.clone(), Arc::new(state))
             })

@@ -46,6 +46,7 @@
     clippy::cast_sign_loss
 )]
 
+pub mod admission;
 pub mod campaign;
 pub mod clock;
 pub mod config;

@@ -18,6 +18,7 @@ pub struct Metrics {
     pub duration: HistogramVec,
     pub stock_remaining: IntGaugeVec,
     pub preorders: IntCounterVec,
+    pub admission: IntCounterVec,
     pub outbox_pending: IntGauge,
     pub outbox_dead: IntGauge,
     pub sink_deliveries: IntCounterVec,
@@ -87,6 +88,14 @@ impl Metrics {
         let redis_errors =
             IntCounter::new("flashgate_redis_errors_total", "Redis calls that failed")
                 .expect("valid metric");
+        let admission = IntCounterVec::new(
+            Opts::new(
+                "flashgate_admission_total",
+                "Fair-admission events seen by this instance (raffle entries, selections, claims, lapses; refusals of users not selected)",
+            ),
+            &["campaign", "event"],
+        )
+        .expect("valid metric");
         let redis_circuit_open = IntGauge::new(
             "flashgate_redis_circuit_open",
             "1 while Redis is unreachable and calls fail at once (circuit breaker open)",
@@ -104,6 +113,7 @@ impl Metrics {
             Box::new(duration.clone()),
             Box::new(stock_remaining.clone()),
             Box::new(preorders.clone()),
+            Box::new(admission.clone()),
             Box::new(outbox_pending.clone()),
             Box::new(outbox_dead.clone()),
             Box::new(sink_deliveries.clone()),
@@ -120,6 +130,7 @@ impl Metrics {
             duration,
             stock_remaining,
             preorders,
+            admission,
             outbox_pending,
             outbox_dead,
             sink_deliveries,
@@ -161,6 +172,23 @@ impl Metrics {
                 }
                 self.stock_remaining.with_label_values(&[&c.id, &i.sku]);
             }
+            if !c.admission.is_first_come() {
+                for event in Self::ADMISSION_EVENTS {
+                    self.admission.with_label_values(&[&c.id, event]);
+                }
+            }
+        }
+    }
+
+    /// `flashgate_admission_total{event}` values (SPEC §7).
+    pub const ADMISSION_EVENTS: [&'static str; 5] =
+        ["entered", "selected", "claimed", "lapsed", "not-selected"];
+
+    pub fn admission_event(&self, campaign: &str, event: &str, n: u64) {
+        if n > 0 {
+            self.admission
+                .with_label_values(&[campaign, event])
+                .inc_by(n);
         }
     }
 

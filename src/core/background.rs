@@ -1,7 +1,7 @@
 //! The sale's background work, one task each, all stopped by the shutdown signal:
 //! bootstrap (scripts + stock once Redis answers), refresh (the public `remaining`, the
-//! pause switch and the gauges, once a second), the expiry sweeper, the outbox consumer
-//! and the rate limiters' garbage collection.
+//! pause switch and the gauges, once a second), the expiry sweeper, the outbox consumer,
+//! fair admission's draws and the rate limiters' garbage collection.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -13,6 +13,8 @@ use super::{outbox, sweeper, Sale};
 
 /// How often bootstrap retries while Redis is away.
 const BOOTSTRAP_RETRY: Duration = Duration::from_millis(250);
+/// How often raffles are drawn, lapsed and re-selected (SPEC §4.1: "within about a second").
+const ADMISSION_TICK: Duration = Duration::from_secs(1);
 /// How often the rate limiters forget idle keys.
 const LIMITER_GC: Duration = Duration::from_secs(10);
 
@@ -49,6 +51,7 @@ impl Sale {
                 shutdown.clone(),
             )),
             tokio::spawn(consumer.run(shutdown.clone())),
+            tokio::spawn(self.clone().admission(shutdown.clone())),
             i.limiters.spawn_gc(LIMITER_GC, shutdown.clone()),
         ]
     }
@@ -70,6 +73,21 @@ impl Sale {
             }
             tokio::select! {
                 _ = tokio::time::sleep(BOOTSTRAP_RETRY) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Fair admission, about once a second and at the instant a raffle starts: seeds,
+    /// draws, lapses and re-selection (`Sale::admission_tick`).
+    async fn admission(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let wait = match self.admission_tick().await {
+                Some(to_start) => to_start.min(ADMISSION_TICK),
+                None => ADMISSION_TICK,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return,
             }
         }

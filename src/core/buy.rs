@@ -1,6 +1,7 @@
 //! The buy flow (SPEC §4 "Buy"), in order of cost: inflight cap, campaign lookup, per-IP
-//! limit, identity, per-user limit, pause, window, request checks, local sold-out flag,
-//! then ONE Redis call; a sold-out answer arms the local flag.
+//! limit, identity, per-user limit, pause, window, admission (an instant draw decided
+//! here), request checks, local sold-out flag, then ONE Redis call; a sold-out answer
+//! arms the local flag.
 //!
 //! The caller hands over identity and the body as deferred work (a closure, a future), so
 //! a token is verified only after the per-IP limit and a body is read only once every
@@ -69,11 +70,16 @@ impl Sale {
             }
             Window::Ended => return Err(SaleError::Ended),
         }
+        let raffle_member = self.admit(&c, &user)?;
         let idem = req.idempotency_key?;
         let qty = checked_quantity(quantity.await?, c.cfg.per_user_limit)?;
         // A retry that names its Idempotency-Key goes to Redis even after a sell-out: its
-        // earlier attempt may have reserved (a timeout leaves the outcome unknown).
-        if idem.is_none() && i.registry.known_sold_out(item, &user, i.clock.now_ms()) {
+        // earlier attempt may have reserved (a timeout leaves the outcome unknown). In a
+        // raffle Redis answers `not-selected` before `sold-out`, so it is always asked.
+        if idem.is_none()
+            && raffle_member.is_none()
+            && i.registry.known_sold_out(item, &user, i.clock.now_ms())
+        {
             return Err(SaleError::SoldOut);
         }
         let request = ReserveRequest {
@@ -90,12 +96,16 @@ impl Sale {
             initial_stock: item.stock,
             holders_version: item.holders_version(),
             now_ms: i.clock.now_ms(),
+            raffle_member: raffle_member.as_deref(),
         };
         match i.store.reserve(&request).await? {
             ReserveOutcome::Reserved(order) => {
                 tracing::debug!(order_id = %order.order_id, user = %user, qty, "reserved");
                 i.metrics
                     .preorder(&c.cfg.id, &item.sku, "reserved", u64::from(qty));
+                if !c.cfg.admission.is_first_come() {
+                    i.metrics.admission_event(&c.cfg.id, "claimed", 1);
+                }
                 Ok(Bought {
                     order,
                     created: true,
@@ -125,6 +135,7 @@ impl Sale {
                 Err(SaleError::Paused)
             }
             ReserveOutcome::IdempotencyKeyReused => Err(SaleError::IdempotencyKeyReused),
+            ReserveOutcome::NotSelected(state) => Err(self.not_selected(&c, &state)),
             ReserveOutcome::TooLate => {
                 tracing::warn!("a reservation reached Redis after its deadline; nothing reserved");
                 Err(SaleError::TooLate)

@@ -60,6 +60,16 @@ pub enum SaleError {
     StockConflict { remaining: i64 },
     #[error(transparent)]
     Reload(#[from] ConfigError),
+    #[error("you are not selected to buy in this campaign")]
+    NotSelected(Box<super::Refusal>),
+    #[error("campaign {0:?} takes no entries")]
+    NoEntries(String),
+    #[error("you have not entered this raffle")]
+    NoEntry,
+    #[error("entries closed when the draw was made")]
+    EntriesClosed,
+    #[error("the campaign's admission draw is not ready yet; retry shortly")]
+    AdmissionNotReady,
     #[error("order storage answered too late; nothing was reserved")]
     TooLate,
     #[error(transparent)]

@@ -7,6 +7,7 @@
 //! Must never: speak HTTP (no hyper/http types in or out), or make more than one Redis
 //! round trip for a buy.
 
+mod admission;
 mod background;
 mod buy;
 mod error;
@@ -19,6 +20,10 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+pub use admission::{
+    AdmissionLedger, AdmissionView, EntriesExport, EntryStatus, EntryView, ExportedEntrant,
+    Refusal,
+};
 pub use buy::{Bought, BuyRequest};
 pub use error::{BadInput, SaleError};
 pub use operate::{

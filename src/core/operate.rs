@@ -48,6 +48,9 @@ pub struct CampaignView {
     pub per_user_limit: u32,
     pub payment_window_seconds: u64,
     pub items: Vec<ItemView>,
+    /// Raffle / instant draw (SPEC §4.1): mode, commitment, and the seed once revealed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admission: Option<super::AdmissionView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,6 +69,9 @@ pub struct CampaignLedger {
     pub paused: bool,
     pub per_user_limit: u32,
     pub items: Vec<ItemLedger>,
+    /// A raffle's entrants per status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admission: Option<super::AdmissionLedger>,
 }
 
 #[derive(Debug, Serialize)]
@@ -147,6 +153,7 @@ impl Sale {
             per_user_limit: c.cfg.per_user_limit,
             payment_window_seconds: c.cfg.payment_window.as_secs(),
             items,
+            admission: self.admission_view(&c),
         })
     }
 
@@ -177,6 +184,7 @@ impl Sale {
                 paused: c.paused.load(Ordering::Relaxed),
                 per_user_limit: c.cfg.per_user_limit,
                 items,
+                admission: self.admission_ledger(c).await?,
             });
         }
         Ok(out)

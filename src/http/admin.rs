@@ -24,6 +24,7 @@ enum AdminRoute<'a> {
     PauseAll(bool),
     Pause { campaign: &'a str, paused: bool },
     Stock { campaign: &'a str, sku: &'a str },
+    Entries { campaign: &'a str },
 }
 
 fn admin_route<'a>(method: &Method, path: &'a str) -> Option<AdminRoute<'a>> {
@@ -31,6 +32,7 @@ fn admin_route<'a>(method: &Method, path: &'a str) -> Option<AdminRoute<'a>> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     Some(match (method, segments.as_slice()) {
         (&Method::GET, ["admin", "campaigns"]) => R::Campaigns,
+        (&Method::GET, ["admin", "campaigns", campaign, "entries"]) => R::Entries { campaign },
         (&Method::GET, ["admin"] | ["admin", ""]) => R::StatusPage,
         (&Method::GET, ["admin", "status.json"]) => R::Status,
         (&Method::POST, ["admin", "reload"]) => R::Reload,
@@ -109,6 +111,9 @@ async fn run(
             }
         },
         AdminRoute::Outbox => json_of(StatusCode::OK, &sale.outbox().await?),
+        AdminRoute::Entries { campaign } => {
+            json_of(StatusCode::OK, &sale.entries_export(campaign).await?)
+        }
         AdminRoute::ReplayDead => ok(serde_json::json!({"replayed": sale.replay_dead().await?})),
         AdminRoute::PauseAll(paused) => {
             let campaigns = sale.set_paused_all(paused).await?;

@@ -207,6 +207,8 @@ async fn dispatch(
     let h = match route {
         Route::Buy { campaign, sku } => seckill::buy(edge, req, peer, campaign, sku).await,
         Route::Campaign { id } => seckill::campaign(edge, id),
+        Route::Enter { campaign } => seckill::enter(edge, &req, peer, campaign).await,
+        Route::MyEntry { campaign } => seckill::my_entry(edge, &req, peer, campaign).await,
         Route::OrderGet { id } => orders::get(edge, &req, peer, id).await,
         Route::OrderCancel { id } => orders::cancel(edge, &req, peer, id).await,
         Route::PaymentCallback => payments::callback(edge, req).await,

@@ -22,6 +22,8 @@ pub struct Problem {
     /// More response headers (a 429's RateLimit fields, a 405's `Allow`); empty — and
     /// unallocated — for most problems.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// One extension member (RFC 9457 §3.2), e.g. a `not-selected` refusal's `admission`.
+    pub extension: Option<(&'static str, serde_json::Value)>,
 }
 
 impl Problem {
@@ -38,6 +40,7 @@ impl Problem {
             detail: detail.into(),
             retry_after: None,
             headers: Vec::new(),
+            extension: None,
         }
     }
 
@@ -70,7 +73,14 @@ impl Problem {
     /// so it builds no intermediate map or strings.
     fn body(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(96 + self.detail.len() + self.title.len() + self.slug.len());
-        b.extend_from_slice(br#"{"detail":"#);
+        b.push(b'{');
+        if let Some((name, value)) = &self.extension {
+            let _ = serde_json::to_writer(&mut b, name);
+            b.push(b':');
+            let _ = serde_json::to_writer(&mut b, value);
+            b.push(b',');
+        }
+        b.extend_from_slice(br#""detail":"#);
         // Writing a &str into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut b, self.detail.as_str());
         b.extend_from_slice(br#","status":"#);
@@ -188,6 +198,24 @@ impl Problem {
         )
         .retry_after(1)
     }
+    pub fn not_selected(admission: serde_json::Value) -> Self {
+        let mut p = Problem::new(
+            StatusCode::FORBIDDEN,
+            "not-selected",
+            "Not selected",
+            "only users selected by the campaign's draw may buy; `admission.status` says where you stand",
+        );
+        p.extension = Some(("admission", admission));
+        p
+    }
+    pub fn entries_closed() -> Self {
+        Problem::new(
+            StatusCode::GONE,
+            "entries-closed",
+            "Entries closed",
+            "entries closed when the draw was made, at the campaign's start",
+        )
+    }
     pub fn paused() -> Self {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -271,7 +299,10 @@ impl From<SaleError> for Problem {
             E::BadSignature(_) => Problem::bad_signature(e.to_string()),
             E::StockConflict { remaining } => Problem::stock_conflict(remaining),
             E::Reload(_) => Problem::bad_request(e.to_string()),
-            E::TooLate => Problem::unavailable(e.to_string()),
+            E::TooLate | E::AdmissionNotReady => Problem::unavailable(e.to_string()),
+            E::NotSelected(r) => Problem::not_selected(serde_json::to_value(r).unwrap_or_default()),
+            E::NoEntries(_) | E::NoEntry => Problem::not_found(e.to_string()),
+            E::EntriesClosed => Problem::entries_closed(),
             E::Storage(_) => Problem::unavailable("order storage is unavailable; retry shortly"),
         }
     }
@@ -315,14 +346,19 @@ mod tests {
             Problem::method_not_allowed("GET"),
             Problem::rate_limited(3),
             Problem::bad_request("a \"quoted\" \\ detail\nwith ünïcode and \u{1}"),
+            Problem::not_selected(serde_json::json!({"mode": "raffle", "status": "waitlisted"})),
         ] {
             let expected = serde_json::json!({
                 "type": format!("urn:flashgate:problem:{}", p.slug),
                 "title": p.title,
                 "status": p.status.as_u16(),
                 "detail": p.detail,
-            })
-            .to_string();
+            });
+            let mut expected = expected.as_object().unwrap().clone();
+            if let Some((name, value)) = &p.extension {
+                expected.insert(name.to_string(), value.clone());
+            }
+            let expected = serde_json::Value::Object(expected).to_string();
             assert_eq!(String::from_utf8(p.body()).unwrap(), expected);
         }
     }

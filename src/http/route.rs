@@ -10,6 +10,8 @@ use crate::metrics::Metrics;
 pub(super) enum Route<'a> {
     Buy { campaign: &'a str, sku: &'a str },
     Campaign { id: &'a str },
+    Enter { campaign: &'a str },
+    MyEntry { campaign: &'a str },
     OrderGet { id: &'a str },
     OrderCancel { id: &'a str },
     PaymentCallback,
@@ -20,7 +22,7 @@ pub(super) enum Route<'a> {
 
 /// Every outcome label a route of ours can record (`flashgate_requests_total`), so the
 /// series exist at 0 from the start.
-const ROUTES: [(&str, &[&str]); 7] = [
+const ROUTES: [(&str, &[&str]); 9] = [
     (
         "buy",
         &[
@@ -35,9 +37,26 @@ const ROUTES: [(&str, &[&str]); 7] = [
             "bad-request",
             "unavailable",
             "paused",
+            "not-selected",
         ],
     ),
     ("campaign", &["ok", "not-found"]),
+    (
+        "entry",
+        &[
+            "ok",
+            "unauthenticated",
+            "rate-limited",
+            "not-started",
+            "entries-closed",
+            "not-found",
+            "unavailable",
+        ],
+    ),
+    (
+        "entry_me",
+        &["ok", "unauthenticated", "not-found", "unavailable"],
+    ),
     (
         "order_get",
         &["ok", "unauthenticated", "not-found", "unavailable"],
@@ -79,6 +98,8 @@ impl<'a> Route<'a> {
         let (route, allow) = match path_route(path) {
             PathRoute::Buy { campaign, sku } => (Route::Buy { campaign, sku }, "POST"),
             PathRoute::Campaign { id } => (Route::Campaign { id }, "GET"),
+            PathRoute::Entries { campaign } => (Route::Enter { campaign }, "POST"),
+            PathRoute::MyEntry { campaign } => (Route::MyEntry { campaign }, "GET"),
             PathRoute::Order { id } => match *method {
                 Method::DELETE => return Route::OrderCancel { id },
                 _ => (Route::OrderGet { id }, "GET, DELETE"),
@@ -88,7 +109,7 @@ impl<'a> Route<'a> {
             PathRoute::Theirs => return Route::Proxy,
         };
         let expected = match route {
-            Route::Buy { .. } | Route::PaymentCallback => Method::POST,
+            Route::Buy { .. } | Route::Enter { .. } | Route::PaymentCallback => Method::POST,
             _ => Method::GET,
         };
         if *method == expected {
@@ -103,6 +124,8 @@ impl<'a> Route<'a> {
         match self {
             Route::Buy { .. } => "buy",
             Route::Campaign { .. } => "campaign",
+            Route::Enter { .. } => "entry",
+            Route::MyEntry { .. } => "entry_me",
             Route::OrderGet { .. } => "order_get",
             Route::OrderCancel { .. } => "order_cancel",
             Route::PaymentCallback => "payment_callback",
@@ -119,6 +142,12 @@ enum PathRoute<'a> {
     },
     Campaign {
         id: &'a str,
+    },
+    Entries {
+        campaign: &'a str,
+    },
+    MyEntry {
+        campaign: &'a str,
     },
     Order {
         id: &'a str,
@@ -155,6 +184,14 @@ fn path_route(path: &str) -> PathRoute<'_> {
     );
     match segments {
         (Some("campaigns"), Some(id), None, ..) if !id.is_empty() => PathRoute::Campaign { id },
+        (Some("campaigns"), Some(campaign), Some("entries"), None, ..) if !campaign.is_empty() => {
+            PathRoute::Entries { campaign }
+        }
+        (Some("campaigns"), Some(campaign), Some("entries"), Some("me"), None, ..)
+            if !campaign.is_empty() =>
+        {
+            PathRoute::MyEntry { campaign }
+        }
         (Some("campaigns"), Some(campaign), Some("items"), Some(sku), Some("orders"), None)
             if !campaign.is_empty() && !sku.is_empty() =>
         {

@@ -1,4 +1,5 @@
-//! `POST /seckill/campaigns/{c}/items/{sku}/orders` (buy) and `GET /seckill/campaigns/{c}`.
+//! `POST /seckill/campaigns/{c}/items/{sku}/orders` (buy), `GET /seckill/campaigns/{c}`,
+//! and a raffle's `POST …/entries` and `GET …/entries/me`.
 //! Parsing only: the buy itself, and the order of its checks, belong to `core::buy`.
 
 use std::net::IpAddr;
@@ -84,6 +85,50 @@ fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<&str>, BadInput> 
         _ => Err(BadInput::invalid(
             "Idempotency-Key must be 1-128 visible ASCII characters",
         )),
+    }
+}
+
+/// `POST /seckill/campaigns/{c}/entries`: enter a raffle (201 new, 200 the same entry).
+/// No body is read: an entry carries nothing but the user.
+pub(super) async fn enter(
+    edge: &Edge,
+    req: &Request<Incoming>,
+    peer: IpAddr,
+    campaign: &str,
+) -> Handled {
+    let headers = req.headers();
+    let authenticate = || {
+        edge.identity
+            .user_id(headers, edge.client_ip.is_trusted(peer))
+    };
+    let client_ip = edge.client_ip.resolve(peer, headers);
+    match edge.sale.enter(campaign, client_ip, authenticate).await {
+        Ok((entry, created)) => {
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Handled::ok(json_of(status, &entry))
+        }
+        Err(e) => e.into(),
+    }
+}
+
+/// `GET /seckill/campaigns/{c}/entries/me`: the caller's raffle entry and where it stands.
+pub(super) async fn my_entry(
+    edge: &Edge,
+    req: &Request<Incoming>,
+    peer: IpAddr,
+    campaign: &str,
+) -> Handled {
+    let authenticate = || {
+        edge.identity
+            .user_id(req.headers(), edge.client_ip.is_trusted(peer))
+    };
+    match edge.sale.my_entry(campaign, authenticate).await {
+        Ok(entry) => Handled::ok(json_of(StatusCode::OK, &entry)),
+        Err(e) => e.into(),
     }
 }
 

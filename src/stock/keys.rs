@@ -17,6 +17,19 @@ pub struct CampaignKeys {
     /// Present while an operator has paused the campaign; reserve.lua checks it, so every
     /// instance obeys at once.
     pub paused: String,
+    /// Fair admission (raffle, instant draw): `seed`, `drawn` (ms), `next` (entrants
+    /// considered so far), `claimed` and `lapsed` counts.
+    pub admission: String,
+    /// Raffle entrants: user → entered at (ms).
+    pub entrants: String,
+    /// Raffle entrants in rank order: a zset of score 0 whose members are ticket bytes
+    /// followed by the user id, so Redis' byte order is the rank order.
+    pub ranking: String,
+    /// Selected entrants whose claim is open and who have not reserved: user → claim_by (ms).
+    pub claims: String,
+    /// Every selected entrant: user → "<s|c|l>:<selected at>:<claim by>" (selected,
+    /// claimed, lapsed).
+    pub selection: String,
 }
 
 impl CampaignKeys {
@@ -28,6 +41,11 @@ impl CampaignKeys {
             dead: format!("{base}dead"),
             consumers: format!("{base}consumers"),
             paused: format!("{base}paused"),
+            admission: format!("{base}admission"),
+            entrants: format!("{base}entrants"),
+            ranking: format!("{base}ranking"),
+            claims: format!("{base}claims"),
+            selection: format!("{base}selection"),
             base,
         }
     }
@@ -70,6 +88,11 @@ mod tests {
             k.deadlines.clone(),
             k.outbox.clone(),
             k.paused.clone(),
+            k.admission.clone(),
+            k.entrants.clone(),
+            k.ranking.clone(),
+            k.claims.clone(),
+            k.selection.clone(),
         ] {
             assert!(key.starts_with("fg:{c1}:"), "{key}");
         }

@@ -8,6 +8,7 @@
 //! buy, or answer a Redis failure with anything but a `StoreError` (the caller fails
 //! closed). Every call goes through `RedisConn::bounded`, which counts failures.
 
+mod admission;
 mod breaker;
 mod conn;
 mod error;
@@ -24,6 +25,7 @@ use crate::clock::{millis, Clock};
 use redis::FromRedisValue;
 use redis_clock::RedisClock;
 
+pub use admission::{AdmissionCounts, DrawStep, EnterOutcome, EntryState, Pick, Selection};
 pub use conn::{Conn, RedisConn, RedisMetrics};
 pub use error::StoreError;
 pub use keys::{CampaignKeys, Holders};
@@ -51,6 +53,8 @@ pub struct ReserveRequest<'a> {
     pub holders_version: Option<i64>,
     /// The caller's clock now (ms): the script's deadline is set from it.
     pub now_ms: i64,
+    /// A raffle: the user's ranking member; only a selected entrant may reserve.
+    pub raffle_member: Option<&'a [u8]>,
 }
 
 /// What a sold-out reply says about the users holding a pending order of the item.
@@ -79,6 +83,8 @@ pub enum ReserveOutcome {
     /// The script ran after its deadline (the caller would have given up): nothing was
     /// reserved, so a 503 is a definite answer.
     TooLate,
+    /// A raffle, and the user holds no open claim: their state, for the refusal.
+    NotSelected(EntryState),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -254,7 +260,12 @@ impl Store {
             .key(&r.keys.deadlines)
             .key(&r.keys.paused)
             .key(r.keys.holders(r.sku))
-            .key(r.keys.order(&order_id));
+            .key(r.keys.order(&order_id))
+            .key(&r.keys.claims)
+            .key(&r.keys.selection)
+            .key(&r.keys.admission)
+            .key(&r.keys.entrants)
+            .key(&r.keys.ranking);
         inv.arg(&r.keys.base)
             .arg(r.campaign)
             .arg(r.sku)
@@ -268,6 +279,10 @@ impl Store {
             .arg(r.initial_stock)
             .arg(r.holders_version.map_or(String::new(), |v| v.to_string()))
             .arg(self.redis_clock.deadline(r.now_ms, self.conn.timeout()));
+        match r.raffle_member {
+            Some(member) => inv.arg("raffle").arg(member),
+            None => inv.arg("").arg(""),
+        };
         let reply: Reply = self.run(inv).await?;
         Ok(match tag(&reply) {
             "reserved" => ReserveOutcome::Reserved(order_in(&reply)?),
@@ -282,6 +297,7 @@ impl Store {
             "idem_mismatch" => ReserveOutcome::IdempotencyKeyReused,
             "paused" => ReserveOutcome::Paused,
             "late" => ReserveOutcome::TooLate,
+            "not_selected" => ReserveOutcome::NotSelected(EntryState::from_reply(&reply[1..])),
             other => return Err(StoreError::Protocol(format!("reserve returned {other:?}"))),
         })
     }

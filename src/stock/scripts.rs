@@ -23,6 +23,9 @@ pub(crate) struct Scripts {
     pub(crate) dead_letter: Script,
     pub(crate) replay_dead: Script,
     pub(crate) forget_consumers: Script,
+    pub(crate) enter: Script,
+    pub(crate) draw: Script,
+    pub(crate) entry: Script,
 }
 
 impl Scripts {
@@ -37,10 +40,13 @@ impl Scripts {
             dead_letter: script!("dead_letter.lua"),
             replay_dead: script!("replay_dead.lua"),
             forget_consumers: script!("forget_consumers.lua"),
+            enter: script!("enter.lua"),
+            draw: script!("draw.lua"),
+            entry: script!("entry.lua"),
         }
     }
 
-    pub(crate) fn all(&self) -> [&Script; 9] {
+    pub(crate) fn all(&self) -> [&Script; 12] {
         [
             &self.reserve,
             &self.cancel,
@@ -51,6 +57,9 @@ impl Scripts {
             &self.dead_letter,
             &self.replay_dead,
             &self.forget_consumers,
+            &self.enter,
+            &self.draw,
+            &self.entry,
         ]
     }
 }
