@@ -99,7 +99,9 @@ pub struct WinThreshold(u128);
 impl WinThreshold {
     /// For `0 < p <= 1` (the configuration checks it); `p = 1` lets every ticket win.
     pub fn new(p: f64) -> WinThreshold {
-        // 2^64 × p is exact in f64 for the p a config can hold; the cast floors it.
+        // 2^64 × p is exact in f64 for the p a config can hold; the cast floors it. The
+        // clamp keeps it in [0, 2^64]: no sign to lose, nothing above u128 to truncate.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         WinThreshold((p.clamp(0.0, 1.0) * 18_446_744_073_709_551_616.0) as u128)
     }
 

@@ -145,8 +145,13 @@ impl EntryStatus {
 /// (selection has stopped: the waitlist will not be reached).
 fn status_of(state: &EntryState, now_ms: i64, ended: bool) -> EntryStatus {
     match state.selection {
-        Some(Selection { pick: Pick::Claimed, .. }) => EntryStatus::Claimed,
-        Some(Selection { pick: Pick::Lapsed, .. }) => EntryStatus::Lapsed,
+        Some(Selection {
+            pick: Pick::Claimed,
+            ..
+        }) => EntryStatus::Claimed,
+        Some(Selection {
+            pick: Pick::Lapsed, ..
+        }) => EntryStatus::Lapsed,
         // Past claim_by it is lapsed already; the background records it within a second.
         Some(s) if s.claim_by < now_ms => EntryStatus::Lapsed,
         Some(_) => EntryStatus::Selected,
@@ -174,7 +179,7 @@ impl Sale {
         }
     }
 
-    fn seed_of<'c>(c: &'c CampaignState) -> Result<&'c Seed, SaleError> {
+    fn seed_of(c: &CampaignState) -> Result<&Seed, SaleError> {
         c.seed.get().ok_or(SaleError::AdmissionNotReady)
     }
 
@@ -221,7 +226,9 @@ impl Sale {
         let now = i.clock.now_ms();
         if now < entries_open {
             let secs = u64::try_from((entries_open - now + 999) / 1000).unwrap_or(1);
-            return Err(SaleError::NotStarted { secs_to_start: secs });
+            return Err(SaleError::NotStarted {
+                secs_to_start: secs,
+            });
         }
         let starts_at = unix_ms(c.cfg.starts_at);
         if now >= starts_at {
@@ -264,7 +271,11 @@ impl Sale {
 
     /// The admission check of a buy, after its window check: an instant draw is decided
     /// here; a raffle yields the user's ranking member for the reserve script to check.
-    pub(super) fn admit(&self, c: &CampaignState, user: &str) -> Result<Option<Vec<u8>>, SaleError> {
+    pub(super) fn admit(
+        &self,
+        c: &CampaignState,
+        user: &str,
+    ) -> Result<Option<Vec<u8>>, SaleError> {
         match c.cfg.admission {
             Admission::FirstCome => Ok(None),
             Admission::InstantDraw { win_probability } => {
@@ -272,7 +283,9 @@ impl Sale {
                 if WinThreshold::new(win_probability).wins(&ticket) {
                     Ok(None)
                 } else {
-                    self.inner.metrics.admission_event(&c.cfg.id, "not-selected", 1);
+                    self.inner
+                        .metrics
+                        .admission_event(&c.cfg.id, "not-selected", 1);
                     Err(SaleError::NotSelected(Box::new(Refusal {
                         mode: "instant-draw",
                         status: EntryStatus::NotSelected.as_str(),
@@ -290,14 +303,18 @@ impl Sale {
 
     /// The refusal of a raffle buy by a user without an open claim.
     pub(super) fn not_selected(&self, c: &CampaignState, state: &EntryState) -> SaleError {
-        self.inner.metrics.admission_event(&c.cfg.id, "not-selected", 1);
+        self.inner
+            .metrics
+            .admission_event(&c.cfg.id, "not-selected", 1);
         let now = self.inner.clock.now_ms();
         let ended = now >= unix_ms(c.cfg.ends_at);
         let (status, position) = match state.entered_at {
             None => ("not-entered", None),
             Some(_) => {
                 let s = status_of(state, now, ended);
-                let pos = (s == EntryStatus::Waitlisted).then(|| position_of(state)).flatten();
+                let pos = (s == EntryStatus::Waitlisted)
+                    .then(|| position_of(state))
+                    .flatten();
                 (s.as_str(), pos)
             }
         };
@@ -460,9 +477,17 @@ impl Sale {
                 soonest = Some(soonest.map_or(starts_at - now, |s| s.min(starts_at - now)));
                 continue;
             }
-            let items: Vec<(&str, u64)> = c.items.iter().map(|it| (it.key.as_str(), it.stock)).collect();
+            let items: Vec<(&str, u64)> = c
+                .items
+                .iter()
+                .map(|it| (it.key.as_str(), it.stock))
+                .collect();
             let window = (starts_at, unix_ms(c.cfg.ends_at));
-            match i.store.draw(&c.keys, &items, window, millis(claim_window)).await {
+            match i
+                .store
+                .draw(&c.keys, &items, window, millis(claim_window))
+                .await
+            {
                 Ok(step) => {
                     if let Some(at) = step.drawn_at {
                         c.drawn_at.store(at, Ordering::Relaxed);
@@ -470,7 +495,8 @@ impl Sale {
                     if step.drew {
                         tracing::info!(campaign = %c.cfg.id, "raffle drawn; entries closed and the seed revealed");
                     }
-                    i.metrics.admission_event(&c.cfg.id, "selected", step.selected);
+                    i.metrics
+                        .admission_event(&c.cfg.id, "selected", step.selected);
                     i.metrics.admission_event(&c.cfg.id, "lapsed", step.lapsed);
                 }
                 Err(e) => tracing::debug!(error = %e, campaign = %c.cfg.id, "raffle draw not run"),
@@ -484,7 +510,12 @@ impl Sale {
 mod tests {
     use super::*;
 
-    fn state(selection: Option<Selection>, drawn: bool, rank: Option<u64>, next: u64) -> EntryState {
+    fn state(
+        selection: Option<Selection>,
+        drawn: bool,
+        rank: Option<u64>,
+        next: u64,
+    ) -> EntryState {
         EntryState {
             entered_at: Some(1),
             drawn_at: drawn.then_some(5),
@@ -496,14 +527,41 @@ mod tests {
 
     #[test]
     fn statuses() {
-        let sel = |pick, claim_by| Some(Selection { pick, selected_at: 5, claim_by });
-        assert_eq!(status_of(&state(None, false, None, 0), 10, false), EntryStatus::Entered);
-        assert_eq!(status_of(&state(None, true, Some(9), 3), 10, false), EntryStatus::Waitlisted);
+        let sel = |pick, claim_by| {
+            Some(Selection {
+                pick,
+                selected_at: 5,
+                claim_by,
+            })
+        };
+        assert_eq!(
+            status_of(&state(None, false, None, 0), 10, false),
+            EntryStatus::Entered
+        );
+        assert_eq!(
+            status_of(&state(None, true, Some(9), 3), 10, false),
+            EntryStatus::Waitlisted
+        );
         assert_eq!(position_of(&state(None, true, Some(9), 3)), Some(6));
-        assert_eq!(status_of(&state(None, true, Some(9), 3), 10, true), EntryStatus::NotSelected);
-        assert_eq!(status_of(&state(sel(Pick::Selected, 10), true, Some(1), 3), 10, false), EntryStatus::Selected);
-        assert_eq!(status_of(&state(sel(Pick::Selected, 9), true, Some(1), 3), 10, false), EntryStatus::Lapsed);
-        assert_eq!(status_of(&state(sel(Pick::Claimed, 9), true, Some(1), 3), 10, false), EntryStatus::Claimed);
-        assert_eq!(status_of(&state(sel(Pick::Lapsed, 99), true, Some(1), 3), 10, false), EntryStatus::Lapsed);
+        assert_eq!(
+            status_of(&state(None, true, Some(9), 3), 10, true),
+            EntryStatus::NotSelected
+        );
+        assert_eq!(
+            status_of(&state(sel(Pick::Selected, 10), true, Some(1), 3), 10, false),
+            EntryStatus::Selected
+        );
+        assert_eq!(
+            status_of(&state(sel(Pick::Selected, 9), true, Some(1), 3), 10, false),
+            EntryStatus::Lapsed
+        );
+        assert_eq!(
+            status_of(&state(sel(Pick::Claimed, 9), true, Some(1), 3), 10, false),
+            EntryStatus::Claimed
+        );
+        assert_eq!(
+            status_of(&state(sel(Pick::Lapsed, 99), true, Some(1), 3), 10, false),
+            EntryStatus::Lapsed
+        );
     }
 }

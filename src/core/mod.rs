@@ -21,8 +21,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 pub use admission::{
-    AdmissionLedger, AdmissionView, EntriesExport, EntryStatus, EntryView, ExportedEntrant,
-    Refusal,
+    AdmissionLedger, AdmissionView, EntriesExport, EntryStatus, EntryView, ExportedEntrant, Refusal,
 };
 pub use buy::{Bought, BuyRequest};
 pub use error::{BadInput, SaleError};

@@ -58,7 +58,9 @@ pub struct EntryState {
 }
 
 fn opt_int(r: &[Option<String>], i: usize) -> Option<i64> {
-    r.get(i).and_then(|v| v.as_deref()).and_then(|v| v.parse().ok())
+    r.get(i)
+        .and_then(|v| v.as_deref())
+        .and_then(|v| v.parse().ok())
 }
 
 impl EntryState {
@@ -66,8 +68,13 @@ impl EntryState {
         EntryState {
             entered_at: opt_int(r, 0),
             drawn_at: opt_int(r, 1),
-            next: opt_int(r, 2).and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
-            selection: r.get(3).and_then(|v| v.as_deref()).and_then(Selection::parse),
+            next: opt_int(r, 2)
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0),
+            selection: r
+                .get(3)
+                .and_then(|v| v.as_deref())
+                .and_then(Selection::parse),
             rank: opt_int(r, 4).and_then(|n| u64::try_from(n).ok()),
         }
     }
@@ -75,8 +82,12 @@ impl EntryState {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnterOutcome {
-    Entered { at: i64 },
-    Existing { at: i64 },
+    Entered {
+        at: i64,
+    },
+    Existing {
+        at: i64,
+    },
     /// The draw was made (or Redis' clock passed starts_at): no more entries.
     Closed,
 }
@@ -215,7 +226,10 @@ impl Store {
     }
 
     /// Entrants per status, in one pipeline.
-    pub async fn admission_counts(&self, keys: &CampaignKeys) -> Result<AdmissionCounts, StoreError> {
+    pub async fn admission_counts(
+        &self,
+        keys: &CampaignKeys,
+    ) -> Result<AdmissionCounts, StoreError> {
         let mut pipe = redis::pipe();
         pipe.cmd("HLEN").arg(&keys.entrants);
         pipe.cmd("ZCARD").arg(&keys.claims);
