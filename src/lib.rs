@@ -24,6 +24,9 @@
 //! sink        where paid orders go: http, postgres — one trait, one file each
 //! proxy       pass-through to the store; typed errors the edge maps; the trust rule for
 //!             forwarding headers; the idle timeout
+//! admission   fair admission's arithmetic: the seed, its commitment, tickets, the
+//!             instant draw's threshold (SPEC §4.1); the raffle itself is core/admission.rs
+//!             and lua/draw.lua
 //! tls         rustls client config for an https store and sink (system roots + ca_file)
 //! signature   the Flashgate-Signature HMAC scheme (callbacks in, sink requests out)
 //! metrics     the Prometheus registry and its families
@@ -31,8 +34,8 @@
 //! config      gateway + campaign TOML → validated Config (errors name file:line:col)
 //! ```
 //! Imports run one way: `main → server → http → core → {campaign, limit, identity,
-//! stock, sink, proxy} → config`; `signature`, `metrics`, `clock`, `json`, `jwks` and
-//! `tls` are leaves anyone may use. Where to find a SPEC behaviour: the buy and its order of checks in
+//! stock, sink, proxy} → config`; `admission`, `signature`, `metrics`, `clock`, `json`,
+//! `jwks` and `tls` are leaves anyone may use. Where to find a SPEC behaviour: the buy and its order of checks in
 //! `core/buy.rs`; orders and payments in `core/orders.rs`; admin actions in
 //! `core/operate.rs`; status codes and slugs in `http/problem.rs`; Redis keys and
 //! scripts in `stock/` and `lua/`.

@@ -416,7 +416,18 @@ async fn a_raffle_from_entries_to_reselection_with_two_instances() {
         String::from_utf8_lossy(&out.stdout)
     );
 
-    // A restart keeps everything: a new instance shows the same seed and the same entries.
+    // A reload keeps the seed and the entries; so does a restart.
+    let a = format!("Bearer {ADMIN_TOKEN}");
+    let res = send(
+        "POST",
+        &gw.admin_url("/admin/reload"),
+        &[("authorization", &a)],
+        None,
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(seed_of(gw, "r1").await, seed);
+    assert_eq!(status(gw, "r1", ranked.at(1)).await["status"], "claimed");
     drop(gws);
     let gw = Gateway::start(cfg.load()).await;
     gw.wait_ready().await;
@@ -520,4 +531,61 @@ async fn an_instant_draw_admits_exactly_the_tickets_below_the_threshold() {
         (5..=35).contains(&winners),
         "{winners} of 60 won at p = 0.3"
     );
+}
+
+/// SPEC §1.7 under a crowd: 300 entrants on 20 units buy at once through two instances;
+/// exactly ranks 1-20 reserve, everyone else is `not-selected`, the ledger holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_crowd_only_the_selected_ranks_reserve() {
+    let redis = RedisServer::start();
+    let store = TestStore::start().await;
+    let mut cfg = TestConfig::new(&redis.url(), &store.url());
+    cfg.campaign(raffle("crowd", Duration::from_secs(3), "1m").item("a", 20, 100));
+    let gws = std::sync::Arc::new([
+        Gateway::start(cfg.load()).await,
+        Gateway::start(cfg.load()).await,
+    ]);
+    for gw in gws.iter() {
+        gw.wait_ready().await;
+    }
+    let users: Vec<String> = (0..300).map(|i| format!("fan-{i}")).collect();
+    for u in &users {
+        let res = post(&gws[0].url("/seckill/campaigns/crowd/entries"), u).await;
+        assert_eq!(res.status, 201, "{}", res.text());
+    }
+    let seed = seed_of(&gws[0], "crowd").await;
+    let ranked = Users::rank(&seed, &users);
+    eventually("twenty selected", Duration::from_secs(5), || async {
+        let e = admin_get(&gws[0], "/admin/campaigns/crowd/entries").await;
+        (e["selected_count"] == 20).then_some(())
+    })
+    .await;
+    let mut tasks = Vec::new();
+    for (k, u) in users.iter().enumerate() {
+        let (gws, u) = (gws.clone(), u.clone());
+        tasks.push(tokio::spawn(async move {
+            let res = post(&gws[k % 2].buy_url("crowd", "a"), &u).await;
+            (u, res.status)
+        }));
+    }
+    let mut reserved = Vec::new();
+    for t in tasks {
+        let (u, status) = t.await.unwrap();
+        match status {
+            201 => reserved.push(u),
+            403 => {}
+            s => panic!("{u}: {s}"),
+        }
+    }
+    reserved.sort();
+    let mut want: Vec<String> = ranked.ranked[..20].to_vec();
+    want.sort();
+    assert_eq!(reserved, want, "exactly the first 20 ranks reserve");
+    let stats = gws[1].item_stats("crowd", "a").await;
+    assert_eq!(
+        (stats["remaining"].as_i64(), stats["pending"].as_i64()),
+        (Some(0), Some(20)),
+        "{stats}"
+    );
+    assert_eq!(stats["ledger_ok"], true, "{stats}");
 }
