@@ -25,6 +25,12 @@
 #   DEMO_START_IN           seconds from now to the campaign start    (5)
 #   DEMO_REDIS_PORT DEMO_STORE_PORT DEMO_PUBLIC_PORT DEMO_ADMIN_PORT  (6390 13000 18080 19090)
 #   DEMO_SKIP_BUILD=1       use the binaries in target/release as they are
+#   DEMO_ADMISSION=raffle   a raffle instead (loadtest/k6/raffle.js): DEMO_ENTRANTS users
+#                           (50000; smoke 2000) enter during DEMO_ENTRY_SECS (30; smoke 12),
+#                           the draw selects them in rank order for DEMO_UNITS units (500;
+#                           smoke 50); a share never buys (lapses), unpaid pre-orders
+#                           expire, their units go to the next entrants; the draw is audited
+#                           (k6 and scripts/verify-draw.py)
 #
 # shellcheck disable=SC2317  # cleanup and the poll functions are called indirectly
 set -euo pipefail
@@ -32,7 +38,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
 SMOKE=${DEMO_SMOKE:-0}
+ADMISSION=${DEMO_ADMISSION:-first-come}
 if [ "$SMOKE" = 1 ]; then d_users=300 d_window=4; else d_users=2000 d_window=10; fi
+if [ "$SMOKE" = 1 ]; then d_entrants=2000 d_entry=12 d_units=50; else d_entrants=50000 d_entry=30 d_units=500; fi
+ENTRANTS=${DEMO_ENTRANTS:-$d_entrants}
+UNITS=${DEMO_UNITS:-$d_units}
+[ "$ADMISSION" = raffle ] && START_IN=${DEMO_START_IN:-${DEMO_ENTRY_SECS:-$d_entry}}
 USERS=${DEMO_USERS:-$d_users}
 PAY_SHARE=${DEMO_PAY_SHARE:-0.6}
 WINDOW=${DEMO_PAYMENT_WINDOW:-$d_window}
@@ -203,6 +214,20 @@ sed -e "s#^starts_at *=.*#starts_at = $starts_at#" \
   -e "s#^ends_at *=.*#ends_at = $ends_at#" \
   -e "s#^payment_window *=.*#payment_window = \"${WINDOW}s\"#" \
   config/campaigns/demo.toml >"$VAR/campaigns/demo.toml"
+if [ "$ADMISSION" = raffle ]; then
+  # The same campaign as a raffle: entries open now, the draw at the start.
+  entries_open=$(date -u -d "@$((now - 60))" +%Y-%m-%dT%H:%M:%SZ)
+  python3 - "$VAR/campaigns/demo.toml" "$entries_open" "$UNITS" <<'PY'
+import re, sys
+path, entries_open, units = sys.argv[1], sys.argv[2], sys.argv[3]
+text = open(path).read()
+head, items = text.split("[[items]]", 1)[0], text.split("[[items]]")[1]
+# One item: entrants are selected for the units of the whole campaign.
+items = re.sub(r"stock = \d+", f"stock = {units}", "[[items]]" + items, count=1)
+raffle = f'admission = "raffle"\n\n[raffle]\nentries_open = {entries_open}\nclaim_window = "8s"\n\n'
+open(path, "w").write(head + raffle + items)
+PY
+fi
 "$BIN/flashgate" check --config "$VAR/gateway.toml" >"$VAR/check.txt" ||
   { cat "$VAR/check.txt" >&2; die "the demo configuration does not load"; }
 
@@ -218,6 +243,28 @@ sys.exit(0 if all(i["initial"] > 0 for i in c["items"]) else 1)' "$CAMPAIGN"; }
 need "the campaign stock" 10 stock_loaded
 
 # === 3. the sale ===
+
+if [ "$ADMISSION" = raffle ]; then
+  log "raffle: $ENTRANTS users enter, the draw at $starts_at selects them in rank order for $UNITS units (k6, loadtest/k6/raffle.js)"
+  raffle_rc=0
+  k6 run --quiet --no-usage-report --console-output "$VAR/raffle-console.log" \
+    -e "BASE_URL=$BASE_URL" -e "ADMIN_URL=$ADMIN_URL" -e "ADMIN_TOKEN=$FLASHGATE_ADMIN_TOKEN" \
+    -e "JWT_SECRET=$FLASHGATE_JWT_SECRET" -e "PAYMENT_SECRET=$FLASHGATE_PAYMENT_SECRET" \
+    -e "CAMPAIGN=$CAMPAIGN" -e "SKU=$SKU" -e "STARTS_AT=$((now + START_IN))" \
+    -e "ENTRANTS=$ENTRANTS" -e "RUN_SECS=$((WINDOW + 20))" -e "SUMMARY_FILE=$VAR/raffle-summary.json" \
+    loadtest/k6/raffle.js || raffle_rc=$?
+  k6_interrupted "$raffle_rc"
+  grep -E '^(ok  |FAIL)|raffle audit' "$VAR/raffle-console.log" >&2 || true
+  admin "/admin/campaigns/$CAMPAIGN/entries" >"$VAR/raffle-export.json"
+  verify_rc=0
+  python3 scripts/verify-draw.py "$VAR/raffle-export.json" || verify_rc=$?
+  if [ "$raffle_rc" -eq 0 ] && [ "$verify_rc" -eq 0 ]; then
+    log "raffle demo: every check passed"
+    exit 0
+  fi
+  log "raffle demo: FAILED (k6 exit $raffle_rc, verify-draw exit $verify_rc; logs in var/demo)"
+  exit 1
+fi
 
 K6_ENV=(-e "BASE_URL=$BASE_URL" -e "ADMIN_URL=$ADMIN_URL" -e "ADMIN_TOKEN=$FLASHGATE_ADMIN_TOKEN"
   -e "CAMPAIGN=$CAMPAIGN")
