@@ -26,7 +26,7 @@
 #   DEMO_REDIS_PORT DEMO_STORE_PORT DEMO_PUBLIC_PORT DEMO_ADMIN_PORT  (6390 13000 18080 19090)
 #   DEMO_SKIP_BUILD=1       use the binaries in target/release as they are
 #   DEMO_ADMISSION=raffle   a raffle instead (loadtest/k6/raffle.js): DEMO_ENTRANTS users
-#                           (50000; smoke 2000) enter during DEMO_ENTRY_SECS (30; smoke 12),
+#                           (50000; smoke 2000) enter during DEMO_ENTRY_SECS (75; smoke 12),
 #                           the draw selects them in rank order for DEMO_UNITS units (500;
 #                           smoke 50); a share never buys (lapses), unpaid pre-orders
 #                           expire, their units go to the next entrants; the draw is audited
@@ -40,14 +40,15 @@ ROOT=$PWD
 SMOKE=${DEMO_SMOKE:-0}
 ADMISSION=${DEMO_ADMISSION:-first-come}
 if [ "$SMOKE" = 1 ]; then d_users=300 d_window=4; else d_users=2000 d_window=10; fi
-if [ "$SMOKE" = 1 ]; then d_entrants=2000 d_entry=12 d_units=50; else d_entrants=50000 d_entry=30 d_units=500; fi
+if [ "$SMOKE" = 1 ]; then d_entrants=2000 d_entry=12 d_units=50; else d_entrants=50000 d_entry=75 d_units=500; fi
 ENTRANTS=${DEMO_ENTRANTS:-$d_entrants}
 UNITS=${DEMO_UNITS:-$d_units}
-[ "$ADMISSION" = raffle ] && START_IN=${DEMO_START_IN:-${DEMO_ENTRY_SECS:-$d_entry}}
+
 USERS=${DEMO_USERS:-$d_users}
 PAY_SHARE=${DEMO_PAY_SHARE:-0.6}
 WINDOW=${DEMO_PAYMENT_WINDOW:-$d_window}
 START_IN=${DEMO_START_IN:-5}
+[ "$ADMISSION" = raffle ] && START_IN=${DEMO_START_IN:-${DEMO_ENTRY_SECS:-$d_entry}}
 REDIS_PORT=${DEMO_REDIS_PORT:-6390}
 STORE_PORT=${DEMO_STORE_PORT:-13000}
 PUBLIC_PORT=${DEMO_PUBLIC_PORT:-18080}
