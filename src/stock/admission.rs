@@ -122,8 +122,9 @@ fn count(v: Option<i64>) -> u64 {
     v.and_then(|n| u64::try_from(n).ok()).unwrap_or(0)
 }
 
-/// Most entrants one `draw.lua` call selects or lapses.
-const DRAW_BATCH: u64 = 10_000;
+/// Most entrants one `draw.lua` call selects or lapses: about 15 ms of Redis time, so a
+/// draw of a million units never stalls buys for long (BENCHMARKS.md, "Raffle at scale").
+const DRAW_BATCH: u64 = 2_000;
 
 impl Store {
     /// The campaign's seed: `candidate` if none was made yet, else the one every instance
