@@ -108,6 +108,22 @@ fn summary(cfg: &Config, no_secrets: bool) -> std::io::Result<()> {
             humantime::format_duration(c.payment_window),
             c.per_user_limit
         )?;
+        match c.admission {
+            flashgate::config::Admission::FirstCome => {}
+            flashgate::config::Admission::Raffle {
+                entries_open,
+                claim_window,
+            } => writeln!(
+                out,
+                "      admission: raffle, entries from {}, claim window {}",
+                rfc3339(entries_open),
+                humantime::format_duration(claim_window)
+            )?,
+            flashgate::config::Admission::InstantDraw { win_probability } => writeln!(
+                out,
+                "      admission: instant draw, win probability {win_probability}"
+            )?,
+        }
         if c.limits.per_ip.is_some() || c.limits.per_user.is_some() {
             writeln!(
                 out,
