@@ -7,7 +7,7 @@
 //! `prime_*` calls), so `rate()` and alerts work before the first event (SPEC §7).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
@@ -19,6 +19,7 @@ pub struct Metrics {
     pub stock_remaining: IntGaugeVec,
     pub preorders: IntCounterVec,
     pub admission: IntCounterVec,
+    pub reserve_batch_size: Histogram,
     pub outbox_pending: IntGauge,
     pub outbox_dead: IntGauge,
     pub sink_deliveries: IntCounterVec,
@@ -96,6 +97,14 @@ impl Metrics {
             &["campaign", "event"],
         )
         .expect("valid metric");
+        let reserve_batch_size = Histogram::with_opts(
+            HistogramOpts::new(
+                "flashgate_reserve_batch_size",
+                "Buys sent to Redis in one reserve call (group commit)",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+        )
+        .expect("valid metric");
         let redis_circuit_open = IntGauge::new(
             "flashgate_redis_circuit_open",
             "1 while Redis is unreachable and calls fail at once (circuit breaker open)",
@@ -114,6 +123,7 @@ impl Metrics {
             Box::new(stock_remaining.clone()),
             Box::new(preorders.clone()),
             Box::new(admission.clone()),
+            Box::new(reserve_batch_size.clone()),
             Box::new(outbox_pending.clone()),
             Box::new(outbox_dead.clone()),
             Box::new(sink_deliveries.clone()),
@@ -131,6 +141,7 @@ impl Metrics {
             stock_remaining,
             preorders,
             admission,
+            reserve_batch_size,
             outbox_pending,
             outbox_dead,
             sink_deliveries,

@@ -91,7 +91,8 @@ impl Sale {
                         errors: metrics.redis_errors.clone(),
                         circuit_open: metrics.redis_circuit_open.clone(),
                     },
-                )?,
+                )?
+                .observing_batches(metrics.reserve_batch_size.clone()),
                 registry: Registry::new(&cfg.redis.key_prefix, &cfg.campaigns),
                 limiters: Limiters::new(&cfg.limits),
                 inflight: Inflight::new(cfg.server.max_inflight),

@@ -20,6 +20,22 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The same failure again, for each caller that shared one failed call (a batch).
+    pub fn again(&self) -> StoreError {
+        match self {
+            StoreError::Redis(e) => StoreError::Redis(redis::RedisError::from((
+                e.kind(),
+                "a batched call failed",
+                e.to_string(),
+            ))),
+            StoreError::Timeout => StoreError::Timeout,
+            StoreError::NotConnected => StoreError::NotConnected,
+            StoreError::CircuitOpen => StoreError::CircuitOpen,
+            StoreError::Config(m) => StoreError::Config(m.clone()),
+            StoreError::Protocol(m) => StoreError::Protocol(m.clone()),
+        }
+    }
+
     /// The server's error code (`NOGROUP`, `BUSYGROUP`, `NOSCRIPT`, …), if Redis answered one.
     pub fn code(&self) -> Option<&str> {
         match self {

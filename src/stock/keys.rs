@@ -6,6 +6,8 @@ use std::collections::HashSet;
 /// Key names of one campaign. All share the hash tag `{campaign}` (one cluster slot).
 #[derive(Debug, Clone)]
 pub struct CampaignKeys {
+    /// The campaign id.
+    pub campaign: String,
     /// `<prefix>:{<campaign>}:`; scripts build the keys of a stored order's item, user and
     /// holders from it (they cannot be known before the call reads the order).
     pub base: String,
@@ -36,6 +38,7 @@ impl CampaignKeys {
     pub fn new(prefix: &str, campaign: &str) -> CampaignKeys {
         let base = format!("{prefix}:{{{campaign}}}:");
         CampaignKeys {
+            campaign: campaign.to_owned(),
             deadlines: format!("{base}deadlines"),
             outbox: format!("{base}outbox"),
             dead: format!("{base}dead"),

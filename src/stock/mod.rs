@@ -9,6 +9,7 @@
 //! closed). Every call goes through `RedisConn::bounded`, which counts failures.
 
 mod admission;
+mod batch;
 mod breaker;
 mod conn;
 mod error;
@@ -159,6 +160,10 @@ pub struct Store {
     prefix: Arc<str>,
     /// The estimate of Redis' clock behind each reservation's deadline.
     redis_clock: Arc<RedisClock>,
+    /// Group commit of reservations, one lane per campaign.
+    batcher: Arc<batch::Batcher>,
+    /// `flashgate_reserve_batch_size`, when observed.
+    batch_sizes: Option<prometheus::Histogram>,
 }
 
 type Reply = Vec<Option<String>>;
@@ -202,7 +207,15 @@ impl Store {
             scripts: Arc::new(Scripts::new()),
             prefix: cfg.key_prefix.as_str().into(),
             redis_clock: Arc::default(),
+            batcher: Arc::default(),
+            batch_sizes: None,
         })
+    }
+
+    /// Observes the size of every reserve batch in `h`.
+    pub fn observing_batches(mut self, h: prometheus::Histogram) -> Store {
+        self.batch_sizes = Some(h);
+        self
     }
 
     pub fn conn(&self) -> &RedisConn {
@@ -251,39 +264,37 @@ impl Store {
             .await
     }
 
-    /// The one Redis round trip of a buy.
+    /// The one Redis round trip of a buy: queued in its campaign's lane and sent with the
+    /// buys that arrive while the lane's previous call is in flight (`batch.rs`).
     pub async fn reserve(&self, r: &ReserveRequest<'_>) -> Result<ReserveOutcome, StoreError> {
         let order_id = order::new_order_id(r.campaign);
-        let mut inv = self.scripts.reserve.prepare_invoke();
-        inv.key(r.item_key)
-            .key(r.keys.user(r.user))
-            .key(&r.keys.deadlines)
-            .key(&r.keys.paused)
-            .key(r.keys.holders(r.sku))
-            .key(r.keys.order(&order_id))
-            .key(&r.keys.claims)
-            .key(&r.keys.selection)
-            .key(&r.keys.admission)
-            .key(&r.keys.entrants)
-            .key(&r.keys.ranking);
-        inv.arg(&r.keys.base)
-            .arg(r.campaign)
-            .arg(r.sku)
-            .arg(r.user)
-            .arg(r.quantity)
-            .arg(r.per_user_limit);
-        inv.arg(&order_id)
-            .arg(millis(r.payment_window))
-            .arg(r.amount_cents);
-        inv.arg(r.idempotency_key.unwrap_or(""))
-            .arg(r.initial_stock)
-            .arg(r.holders_version.map_or(String::new(), |v| v.to_string()))
-            .arg(self.redis_clock.deadline(r.now_ms, self.conn.timeout()));
-        match r.raffle_member {
-            Some(member) => inv.arg("raffle").arg(member),
-            None => inv.arg("").arg(""),
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = batch::Job {
+            item_key: r.item_key.to_owned(),
+            user_key: r.keys.user(r.user),
+            holders_key: r.keys.holders(r.sku),
+            order_key: r.keys.order(&order_id),
+            args: batch::JobArgs {
+                sku: r.sku.to_owned(),
+                user: r.user.to_owned(),
+                quantity: r.quantity,
+                per_user_limit: r.per_user_limit,
+                order_id,
+                payment_window_ms: millis(r.payment_window),
+                amount_cents: r.amount_cents,
+                idempotency_key: r.idempotency_key.unwrap_or("").to_owned(),
+                initial_stock: r.initial_stock,
+                holders_version: r.holders_version.map_or(String::new(), |v| v.to_string()),
+                raffle_member: r.raffle_member.map(<[u8]>::to_vec),
+                now_ms: r.now_ms,
+                queued: std::time::Instant::now(),
+            },
+            reply,
         };
-        let reply: Reply = self.run(inv).await?;
+        self.batcher.submit(self, r.keys, job);
+        let reply = answer
+            .await
+            .map_err(|_| StoreError::Protocol("the reserve batch was dropped".into()))??;
         Ok(match tag(&reply) {
             "reserved" => ReserveOutcome::Reserved(order_in(&reply)?),
             "existing" => ReserveOutcome::Existing(order_in(&reply)?),
@@ -300,6 +311,47 @@ impl Store {
             "not_selected" => ReserveOutcome::NotSelected(EntryState::from_reply(&reply[1..])),
             other => return Err(StoreError::Protocol(format!("reserve returned {other:?}"))),
         })
+    }
+
+    /// One call of `lua/reserve.lua` for a batch of buys of one campaign; one reply each.
+    async fn reserve_batch(
+        &self,
+        keys: &CampaignKeys,
+        jobs: &[batch::Job],
+    ) -> Result<Vec<Reply>, StoreError> {
+        let mut inv = self.scripts.reserve.prepare_invoke();
+        inv.key(&keys.deadlines)
+            .key(&keys.paused)
+            .key(&keys.claims)
+            .key(&keys.selection)
+            .key(&keys.admission)
+            .key(&keys.entrants)
+            .key(&keys.ranking);
+        inv.arg(&keys.base).arg(&keys.campaign);
+        for j in jobs {
+            let a = &j.args;
+            inv.key(&j.item_key)
+                .key(&j.user_key)
+                .key(&j.holders_key)
+                .key(&j.order_key);
+            let now = a.now_ms.saturating_add(i64::try_from(a.queued.elapsed().as_millis()).unwrap_or(0));
+            inv.arg(&a.sku)
+                .arg(&a.user)
+                .arg(a.quantity)
+                .arg(a.per_user_limit)
+                .arg(&a.order_id)
+                .arg(a.payment_window_ms)
+                .arg(a.amount_cents)
+                .arg(&a.idempotency_key)
+                .arg(a.initial_stock)
+                .arg(&a.holders_version)
+                .arg(self.redis_clock.deadline(now, self.conn.timeout()));
+            match &a.raffle_member {
+                Some(member) => inv.arg("raffle").arg(&member[..]),
+                None => inv.arg("").arg(""),
+            };
+        }
+        self.run(inv).await
     }
 
     /// Loads an item's stock once; returns whether it was created now.
