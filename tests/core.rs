@@ -327,3 +327,151 @@ async fn the_sweeper_expires_by_the_injected_clock() {
     let gone = s.sale.order(&o.order_id, "u1").await.unwrap();
     assert_eq!(gone.status, OrderStatus::Expired);
 }
+
+// === group commit: buys of one campaign share reserve calls (src/stock/batch.rs) ===
+
+/// A buy of `sku` with an Idempotency-Key.
+async fn buy_item(
+    sale: &Sale,
+    campaign: &str,
+    sku: &str,
+    user: &str,
+    key: Option<&str>,
+) -> Result<Bought, SaleError> {
+    let req = BuyRequest {
+        campaign,
+        sku,
+        client_ip: IP,
+        idempotency_key: Ok(key),
+    };
+    let user = user.to_owned();
+    sale.buy(req, move || Ok(user), async { Ok::<_, BadInput>(None) })
+        .await
+}
+
+/// (count, sum) of `flashgate_reserve_batch_size`: sum > count means some call carried
+/// more than one buy.
+fn batches(sale: &Sale) -> (u64, f64) {
+    let h = &sale.metrics().reserve_batch_size;
+    (h.get_sample_count(), h.get_sample_sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_buyers_in_batches_reserve_exactly_the_stock_with_scripts_flushed_midway() {
+    let s = setup(running("batched", 100), OffsetDateTime::now_utc()).await;
+    let crowd = |from: usize, to: usize| {
+        (from..to)
+            .map(|n| {
+                let sale = s.sale.clone();
+                tokio::spawn(async move { buy(&sale, "batched", &format!("b{n}"), None).await })
+            })
+            .collect::<Vec<_>>()
+    };
+    let count = |tasks: Vec<tokio::task::JoinHandle<Result<Bought, SaleError>>>| async move {
+        let mut created = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(b) => created += usize::from(b.created),
+                Err(SaleError::SoldOut) => {}
+                Err(e) => panic!("unexpected outcome: {e:?}"),
+            }
+        }
+        created
+    };
+    let first = count(crowd(0, 400)).await;
+    // Redis forgets every script (a restart, a failover): the next batch reloads it.
+    let mut con = s.sale.store().conn().get().unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let second = count(crowd(400, 1000)).await;
+    assert_eq!(first + second, 100, "exactly the stock is reserved");
+    let st = stats(&s.sale).await;
+    assert_eq!((st.remaining, st.pending), (0, 100));
+    let (calls, buys) = batches(&s.sale);
+    assert!(
+        buys > calls as f64,
+        "no call carried more than one buy: {calls} calls, {buys} buys"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_shared_batches_a_user_keeps_the_limit_and_a_key_its_one_order() {
+    let s = setup(
+        CampaignSpec::new("limits")
+            .per_user_limit(2)
+            .item("a", 50, PRICE)
+            .item("b", 50, PRICE)
+            .item("c", 50, PRICE),
+        OffsetDateTime::now_utc(),
+    )
+    .await;
+    // One user: 30 buys of each of three items at once (limit 2), among 90 other buyers,
+    // and one Idempotency-Key sent 40 times at once by another user.
+    let mut tasks = Vec::new();
+    for n in 0..90 {
+        let (sale, sku) = (s.sale.clone(), ["a", "b", "c"][n % 3]);
+        tasks.push(tokio::spawn(async move {
+            (
+                "greedy",
+                buy_item(&sale, "limits", sku, "greedy", None).await,
+            )
+        }));
+        let sale = s.sale.clone();
+        tasks.push(tokio::spawn(async move {
+            (
+                "other",
+                buy_item(&sale, "limits", sku, &format!("o{n}"), None).await,
+            )
+        }));
+    }
+    for _ in 0..40 {
+        let sale = s.sale.clone();
+        tasks.push(tokio::spawn(async move {
+            (
+                "keyed",
+                buy_item(&sale, "limits", "a", "keyed", Some("press-1")).await,
+            )
+        }));
+    }
+    let mut greedy = std::collections::HashSet::new();
+    let mut keyed = std::collections::HashSet::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            ("greedy", Ok(b)) => {
+                greedy.insert(b.order.order_id);
+            }
+            ("greedy", Err(SaleError::LimitReached { held, limit })) => {
+                assert_eq!((held, limit), (2, 2));
+            }
+            ("keyed", Ok(b)) => {
+                keyed.insert(b.order.order_id);
+            }
+            ("other", Ok(b)) => assert!(b.created),
+            (who, r) => panic!("{who}: unexpected outcome {r:?}"),
+        }
+    }
+    assert_eq!(greedy.len(), 2, "one user, at most the limit: {greedy:?}");
+    assert_eq!(keyed.len(), 1, "one key, one order: {keyed:?}");
+    // A retry of the key long after its batch answers the same order.
+    let again = buy_item(&s.sale, "limits", "a", "keyed", Some("press-1"))
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert!(keyed.contains(&again.order.order_id));
+    let ledgers = s.sale.ledgers().await.unwrap();
+    let pending: i64 = ledgers[0].items.iter().map(|i| i.stats.pending).sum();
+    assert!(ledgers[0].items.iter().all(|i| i.ledger_ok));
+    assert_eq!(
+        pending,
+        90 + 2 + 1,
+        "every other buyer, the limit, the key's one order"
+    );
+    let (calls, buys) = batches(&s.sale);
+    assert!(
+        buys > calls as f64,
+        "no call carried more than one buy: {calls} calls, {buys} buys"
+    );
+}

@@ -334,7 +334,9 @@ impl Store {
                 .key(&j.user_key)
                 .key(&j.holders_key)
                 .key(&j.order_key);
-            let now = a.now_ms.saturating_add(i64::try_from(a.queued.elapsed().as_millis()).unwrap_or(0));
+            let now = a
+                .now_ms
+                .saturating_add(i64::try_from(a.queued.elapsed().as_millis()).unwrap_or(0));
             inv.arg(&a.sku)
                 .arg(&a.user)
                 .arg(a.quantity)
