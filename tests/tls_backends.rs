@@ -39,8 +39,8 @@ async fn a_sale_runs_on_a_rediss_redis_the_ca_file_vouches_for() {
     assert!(redis.url().starts_with("rediss://"), "{}", redis.url());
     let store = TestStore::start().await;
     let cfg = redis_config(&redis, &store, &ca);
-    let gw = Gateway::start(cfg.load()).await;
-    gw.wait_ready().await;
+    // The real binary: it must install the crypto provider redis-rs' TLS relies on.
+    let gw = GatewayProcess::spawn(&cfg).await;
 
     // The hot path (scripts on the shared connection)...
     let order = buy_ok(&gw, C, SKU, "alice").await;
