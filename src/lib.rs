@@ -24,7 +24,7 @@
 //! sink        where paid orders go: http, postgres — one trait, one file each
 //! proxy       pass-through to the store; typed errors the edge maps; the trust rule for
 //!             forwarding headers; the idle timeout
-//! tls         rustls client config for an https store and sink (system roots + ca_file)
+//! tls         rustls: roots (system + ca_file) for an https store and sink, rediss:// Redis, PostgreSQL
 //! signature   the Flashgate-Signature HMAC scheme (callbacks in, sink requests out)
 //! metrics     the Prometheus registry and its families
 //! clock       injected wall clock (system, or a fake tests move)
