@@ -1,5 +1,6 @@
 //! TLS to the gateway's own backends, against real servers with a CA this test makes:
-//! a `redis-server` listening on `--tls-port` only (`rediss://` + `redis.ca_file`), and a
+//! a `redis-server` listening on `--tls-port` only (`rediss://` + `redis.ca_file`), a
+//! three-primary Redis Cluster speaking TLS only (`rediss://` seeds), and a
 //! PostgreSQL with `ssl = on` that refuses TCP clients without TLS (`sslmode` in the
 //! URL + `orders.postgres_ca_file`). A CA that does not vouch for the server fails
 //! closed: no Redis means 503 and not ready, no PostgreSQL means the entry stays in the
@@ -68,6 +69,30 @@ async fn a_rediss_redis_another_ca_vouches_for_fails_closed() {
     // The gateway is alive and still answering.
     let health = send("GET", &gw.admin_url("/healthz"), &[], None).await;
     assert_eq!(health.status, 200, "{}", health.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_runs_on_a_tls_redis_cluster() {
+    let ca = loopback_ca();
+    let cluster = RedisCluster::start_tls(3, &ca);
+    assert!(
+        cluster.urls()[0].starts_with("rediss://"),
+        "{:?}",
+        cluster.urls()
+    );
+    let store = TestStore::start().await;
+    let mut cfg = TestConfig::new("redis://127.0.0.1:1/0", &store.url());
+    cfg.set("redis", "cluster_urls", &cluster.urls_toml());
+    cfg.campaign(CampaignSpec::new(C).item(SKU, 1, 100));
+    std::fs::write(cfg.dir().join("redis-ca.pem"), &ca.ca_pem).unwrap();
+    cfg.set_str("redis", "ca_file", "redis-ca.pem");
+    let gw = Gateway::start(cfg.load()).await;
+    gw.wait_ready().await;
+    let order = buy_ok(&gw, C, SKU, "alice").await;
+    assert_problem(&buy(&gw, C, SKU, "bob").await, 409, "sold-out");
+    pay_ok(&gw, &order).await;
+    let orders = store.wait_for_orders(1, Duration::from_secs(10)).await;
+    assert_eq!(orders[0].json["order_id"], order["order_id"]);
 }
 
 #[test]

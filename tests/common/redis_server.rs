@@ -50,6 +50,16 @@ impl RedisServer {
     /// [`super::RedisCluster`]), so it can be restarted with its data. Its cluster bus
     /// listens on a free port of its own: `port + 10000` may not exist.
     pub fn start_cluster_node() -> RedisServer {
+        Self::cluster_node(None)
+    }
+
+    /// A cluster node speaking TLS only, to clients and on its cluster bus
+    /// (`tls-cluster yes`), with `ca`'s server certificate.
+    pub fn start_tls_cluster_node(ca: &super::TestCa) -> RedisServer {
+        Self::cluster_node(Some(ca))
+    }
+
+    fn cluster_node(tls: Option<&super::TestCa>) -> RedisServer {
         let bus = free_port().to_string();
         let args = [
             "--cluster-enabled",
@@ -61,7 +71,11 @@ impl RedisServer {
             "--cluster-port",
             &bus,
         ];
-        Self::start_inner(true, args.map(str::to_string).to_vec(), None)
+        let mut args = args.map(str::to_string).to_vec();
+        if tls.is_some() {
+            args.extend(["--tls-cluster", "yes"].map(String::from));
+        }
+        Self::start_inner(true, args, tls)
     }
 
     /// Starts Redis with `appendonly yes` and `appendfsync always`: every acknowledged
