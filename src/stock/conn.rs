@@ -116,6 +116,9 @@ impl RedisConn {
             true => std::slice::from_ref(&cfg.url),
             false => cfg.cluster_urls.as_slice(),
         };
+        // redis-rs takes the roots as PEM and trusts only those it is given: the same set
+        // as the store's (system + ca_file). It still reads the system store itself on
+        // each connect (and refuses to connect if a certificate there cannot be read).
         let certs = if urls.iter().any(|u| u.starts_with("rediss://")) {
             let roots = crate::tls::roots_pem(cfg.ca_file.as_deref())
                 .map_err(|e| StoreError::Config(format!("redis TLS: {e}")))?;
