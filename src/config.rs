@@ -115,6 +115,11 @@ pub struct RedisConfig {
     pub key_prefix: String,
     #[serde(default = "d_cmd_timeout")]
     pub command_timeout: HumanDuration,
+    /// Extra trust roots (PEM) for a `rediss://` Redis, on top of the system's. Only
+    /// with `rediss://` URLs. Relative to the gateway file; resolved and checked by
+    /// [`Config::load`].
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn d_redis_url() -> String {
@@ -265,6 +270,11 @@ pub struct OrdersConfig {
     pub http_secret_env: String,
     #[serde(default = "d_pg_env")]
     pub postgres_url_env: String,
+    /// Extra trust roots (PEM) for PostgreSQL over TLS (the URL's `sslmode`), on top of
+    /// the system's. Only with `sink = "postgres"`. Relative to the gateway file;
+    /// resolved and checked by [`Config::load`].
+    #[serde(default)]
+    pub postgres_ca_file: Option<PathBuf>,
     /// Extension: deliveries tried before an entry moves to the dead-letter stream.
     #[serde(default = "d_max_attempts")]
     pub max_attempts: u32,
@@ -318,6 +328,7 @@ impl Default for OrdersConfig {
             http_url: None,
             http_secret_env: d_sink_env(),
             postgres_url_env: d_pg_env(),
+            postgres_ca_file: None,
             max_attempts: d_max_attempts(),
             retry_base: d_retry_base(),
             retry_max: d_retry_max(),

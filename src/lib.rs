@@ -27,7 +27,7 @@
 //! admission   fair admission's arithmetic: the seed, its commitment, tickets, the
 //!             instant draw's threshold (SPEC §4.1); the raffle itself is core/admission.rs
 //!             and lua/draw.lua
-//! tls         rustls client config for an https store and sink (system roots + ca_file)
+//! tls         rustls: roots (system + ca_file) for an https store and sink, rediss:// Redis, PostgreSQL
 //! signature   the Flashgate-Signature HMAC scheme (callbacks in, sink requests out)
 //! metrics     the Prometheus registry and its families
 //! clock       injected wall clock (system, or a fake tests move)

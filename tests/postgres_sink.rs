@@ -184,8 +184,12 @@ async fn paid_order_becomes_one_row_and_redelivery_is_a_noop() {
             paid_at: row.paid_at,
         },
     };
-    let sink =
-        flashgate::sink::postgres::PostgresSink::new(&pg.url(), std::time::Duration::from_secs(5));
+    let sink = flashgate::sink::postgres::PostgresSink::new(
+        &pg.url(),
+        std::time::Duration::from_secs(5),
+        None,
+    )
+    .expect("sink");
     sink.deliver(&entry).await.expect("re-delivery succeeds");
     sink.deliver(&entry).await.expect("re-delivery succeeds");
     let mut changed = entry.clone();

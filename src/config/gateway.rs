@@ -216,6 +216,17 @@ fn check_redis(d: &mut Diag<'_>, redis: &RedisConfig) {
             d.error_at_key(field, format!("invalid Redis URL {url:?}: {e}"));
         }
     }
+    // A ca_file nobody would use means someone believes the connection is TLS: refuse.
+    if redis.ca_file.is_some() {
+        let (field, urls) = match redis.cluster_urls.is_empty() {
+            true => ("redis.url", std::slice::from_ref(&redis.url)),
+            false => ("redis.cluster_urls", redis.cluster_urls.as_slice()),
+        };
+        if let Some(url) = urls.iter().find(|u| !u.starts_with("rediss://")) {
+            let msg = format!("only for rediss:// (TLS) URLs, and {field} has {url:?}");
+            d.error_at_key("redis.ca_file", msg);
+        }
+    }
 }
 
 /// What `proxy::Proxy::new` needs: an absolute http:// or https:// URL with a host and
@@ -241,12 +252,26 @@ fn check_upstream(d: &mut Diag<'_>, upstream: &UpstreamConfig) {
 
 /// The files gateway.toml names, made relative to it and read now, so a missing or
 /// broken one is a configuration error with its key, not a failure at start:
-/// `upstream.ca_file` and `identity.jwt_public_keys`.
+/// `upstream.ca_file`, `redis.ca_file`, `orders.postgres_ca_file` and
+/// `identity.jwt_public_keys`.
 fn resolve_files(d: &mut Diag<'_>, g: &mut Parsed, base: &Path) {
-    if let Some(ca) = g.upstream.as_mut().and_then(|u| u.ca_file.as_mut()) {
-        *ca = base.join(&*ca);
-        if let Err(e) = crate::tls::read_ca_file(ca) {
-            d.error_at_key("upstream.ca_file", e);
+    let ca_files = [
+        (
+            "upstream.ca_file",
+            g.upstream.as_mut().map(|u| &mut u.ca_file),
+        ),
+        ("redis.ca_file", g.redis.as_mut().map(|r| &mut r.ca_file)),
+        (
+            "orders.postgres_ca_file",
+            g.orders.as_mut().map(|o| &mut o.postgres_ca_file),
+        ),
+    ];
+    for (field, ca) in ca_files {
+        if let Some(ca) = ca.and_then(Option::as_mut) {
+            *ca = base.join(&*ca);
+            if let Err(e) = crate::tls::read_ca_file(ca) {
+                d.error_at_key(field, e);
+            }
         }
     }
     if let Some(identity) = g.identity.as_mut() {
@@ -302,6 +327,9 @@ fn check_orders(d: &mut Diag<'_>, orders: &OrdersConfig) {
             }
         }
         (None, _) => {}
+    }
+    if orders.postgres_ca_file.is_some() && orders.sink != SinkKind::Postgres {
+        d.error_at_key("orders.postgres_ca_file", "only for sink = \"postgres\"");
     }
 }
 
@@ -392,13 +420,23 @@ fn secrets(d: &mut Diag<'_>, g: &Parsed, source: SecretSource<'_>) -> Secrets {
         None => {}
     }
     if let (Some(url), Some(o)) = (&s.postgres_url, orders) {
-        if let Err(e) = url.parse::<tokio_postgres::Config>() {
-            // Never echo the value: it may hold a password.
-            let var = &o.postgres_url_env;
-            d.error_at_key(
+        // Never echo the value: it may hold a password.
+        let var = &o.postgres_url_env;
+        match url.parse::<tokio_postgres::Config>() {
+            Err(e) => d.error_at_key(
                 "orders.postgres_url_env",
                 format!("{var} is not a PostgreSQL connection URL: {e}"),
-            );
+            ),
+            Ok(pg) if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Disable => {
+                if o.postgres_ca_file.is_some() {
+                    let span = d.key_span("orders.postgres_ca_file");
+                    let msg = format!(
+                        "orders.postgres_ca_file is not used: {var} has sslmode=disable (no TLS)"
+                    );
+                    d.warn(span, msg);
+                }
+            }
+            Ok(_) => {}
         }
     }
     if g.admin.as_ref().is_some_and(|a| a.token_env.is_none()) {

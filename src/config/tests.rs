@@ -1066,3 +1066,35 @@ fn a_raffle_without_its_table_or_a_bad_mode_is_an_error() {
         "seats",
     );
 }
+
+#[test]
+fn tls_ca_files_resolve_next_to_the_gateway_file_and_an_unused_one_is_a_warning() {
+    let gw = GATEWAY
+        .replace(
+            "url = \"redis://127.0.0.1:6379/0\"\n",
+            "url = \"rediss://127.0.0.1:6379/0\"\nca_file = \"redis-ca.pem\"\n",
+        )
+        .replace(
+            r#"sink = "http""#,
+            "sink = \"postgres\"\npostgres_ca_file = \"pg-ca.pem\"",
+        );
+    let fx = Fixture::new(&gw, &[("sale.toml", CAMPAIGN)]);
+    let ca = rcgen::generate_simple_self_signed(vec!["db.example".into()]).unwrap();
+    for name in ["redis-ca.pem", "pg-ca.pem"] {
+        fs::write(fx.dir.path().join(name), ca.cert.pem()).unwrap();
+    }
+    let lookup = |name: &str| match name {
+        "FLASHGATE_POSTGRES_URL" => Some("postgres://u@h/db?sslmode=disable".into()),
+        _ => env(name),
+    };
+    let report = check(&fx, &lookup);
+    let w: Vec<String> = report.warnings.iter().map(ToString::to_string).collect();
+    has(
+        &w,
+        "orders.postgres_ca_file is not used: FLASHGATE_POSTGRES_URL has sslmode=disable",
+    );
+    let c = report.config.unwrap_or_else(|e| panic!("{e:#?}"));
+    assert_eq!(c.redis.ca_file, Some(fx.dir.path().join("redis-ca.pem")));
+    let pg_ca = fx.dir.path().join("pg-ca.pem");
+    assert_eq!(c.orders.postgres_ca_file, Some(pg_ca));
+}

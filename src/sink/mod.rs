@@ -54,7 +54,11 @@ pub async fn from_config(cfg: &Config) -> Result<Arc<dyn Sink>, SinkError> {
                 .as_deref()
                 .ok_or_else(|| SinkError::Config("postgres url missing".into()))?;
             // The same bound on one delivery as the http sink's.
-            Arc::new(postgres::PostgresSink::new(url, cfg.upstream.timeout.0))
+            Arc::new(postgres::PostgresSink::new(
+                url,
+                cfg.upstream.timeout.0,
+                cfg.orders.postgres_ca_file.as_deref(),
+            )?)
         }
     })
 }

@@ -7,12 +7,20 @@
 //! A second charge of a paid order goes to `flashgate_refunds` instead, one row per
 //! refunded payment (`payment_id` primary key, order_id, amount_cents, created_at = when
 //! the charge was reported), so the order's own row never swallows it.
+//!
+//! TLS follows the URL's `sslmode`: `disable` never, `prefer` (the default) when the
+//! server offers it, `require` always. Whenever TLS is spoken the server's certificate is
+//! verified (chain and name) against the system's roots plus `orders.postgres_ca_file`:
+//! `require` is libpq's `verify-full`, and a `prefer` handshake that fails verification
+//! fails the delivery rather than falling back to plain text.
 
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
 use tokio::task::AbortHandle;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::Client;
 
 use super::{DeliverFuture, Sink, SinkError};
 use crate::stock::outbox::{Entry, Event};
@@ -52,6 +60,7 @@ const INSERT: &str = "INSERT INTO flashgate_orders
 
 pub struct PostgresSink {
     url: String,
+    tls: crate::tls::PostgresTls,
     /// Bound on one delivery, connecting included: a server that stops answering (a
     /// frozen host, a half-open connection) must not stall the outbox forever.
     timeout: Duration,
@@ -74,16 +83,36 @@ impl Drop for Conn {
 }
 
 impl PostgresSink {
-    pub fn new(url: &str, timeout: Duration) -> PostgresSink {
-        PostgresSink {
+    /// `ca_file`: extra trust roots for TLS (`orders.postgres_ca_file`).
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        ca_file: Option<&Path>,
+    ) -> Result<PostgresSink, SinkError> {
+        let mode = url
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| SinkError::Config(format!("postgres url: {e}")))?
+            .get_ssl_mode();
+        let roots = match mode {
+            SslMode::Disable => Ok(crate::tls::no_roots()),
+            _ => crate::tls::client_config(ca_file),
+        };
+        let roots = match (roots, mode) {
+            (Ok(roots), _) => roots,
+            // `prefer` with no roots at all still reaches a server without TLS.
+            (Err(crate::tls::TlsError::NoRoots), SslMode::Prefer) => crate::tls::no_roots(),
+            (Err(e), _) => return Err(SinkError::Config(format!("postgres TLS: {e}"))),
+        };
+        Ok(PostgresSink {
             url: url.to_string(),
+            tls: crate::tls::PostgresTls::new(roots),
             timeout,
             client: Mutex::new(None),
-        }
+        })
     }
 
     async fn connect(&self) -> Result<Conn, SinkError> {
-        let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
+        let (client, connection) = tokio_postgres::connect(&self.url, self.tls.clone())
             .await
             .map_err(|e| SinkError::Unreachable(e.to_string()))?;
         let task = tokio::spawn(async move {

@@ -7,6 +7,9 @@
 //! caller knows which one it talks to; every script and pipeline touches one campaign's
 //! keys only, which share a hash tag and so one slot.
 //!
+//! `rediss://` URLs speak TLS (rustls, `ring`), verified against the system's roots plus
+//! `redis.ca_file`; `redis://` ones plain TCP.
+//!
 //! The first connection is made by a background task so the gateway starts (and answers
 //! 503) even when Redis is down at boot; after that, the connection reconnects by itself
 //! on the next command after an I/O error.
@@ -107,18 +110,43 @@ impl RedisConn {
     pub fn new(cfg: &RedisConfig, metrics: RedisMetrics) -> Result<RedisConn, StoreError> {
         let timeout = cfg.command_timeout.0;
         let config = |e: redis::RedisError| StoreError::Config(e.to_string());
+        // redis-rs builds its rustls configuration from the process-wide provider.
+        crate::tls::install_default_provider();
+        let urls = match cfg.cluster_urls.is_empty() {
+            true => std::slice::from_ref(&cfg.url),
+            false => cfg.cluster_urls.as_slice(),
+        };
+        // redis-rs takes the roots as PEM and trusts only those it is given: the same set
+        // as the store's (system + ca_file). It still reads the system store itself on
+        // each connect (and refuses to connect if a certificate there cannot be read).
+        let certs = if urls.iter().any(|u| u.starts_with("rediss://")) {
+            let roots = crate::tls::roots_pem(cfg.ca_file.as_deref())
+                .map_err(|e| StoreError::Config(format!("redis TLS: {e}")))?;
+            Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(roots),
+            })
+        } else {
+            None
+        };
         let client = if cfg.cluster_urls.is_empty() {
-            Client::Single(redis::Client::open(cfg.url.as_str()).map_err(config)?)
+            let client = match certs {
+                Some(certs) => redis::Client::build_with_tls(cfg.url.as_str(), certs),
+                None => redis::Client::open(cfg.url.as_str()),
+            };
+            Client::Single(client.map_err(config)?)
         } else {
             let build = |response: Duration| {
-                ClusterClientBuilder::new(cfg.cluster_urls.clone())
+                let mut builder = ClusterClientBuilder::new(cfg.cluster_urls.clone())
                     .connection_timeout(connect_timeout(timeout))
                     .response_timeout(response)
                     .retries(2)
                     .min_retry_wait(10)
-                    .max_retry_wait(200)
-                    .build()
-                    .map_err(config)
+                    .max_retry_wait(200);
+                if let Some(certs) = &certs {
+                    builder = builder.certs(certs.clone());
+                }
+                builder.build().map_err(config)
             };
             Client::Cluster(Box::new(ClusterClients {
                 shared: build(timeout)?,

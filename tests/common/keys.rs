@@ -14,9 +14,29 @@ pub struct TestCa {
     pub ca_pem: String,
     /// A rustls server configuration presenting the signed certificate.
     pub server: Arc<rustls::ServerConfig>,
+    /// The signed server certificate and its key (PKCS#8), PEM: for servers that read
+    /// files (`redis-server --tls-cert-file`, PostgreSQL's `ssl_cert_file`).
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 impl TestCa {
+    /// Writes `ca.pem`, `server.pem` and `server.key` (mode 0600, as PostgreSQL wants it)
+    /// into `dir`; returns their paths in that order.
+    pub fn write_files(&self, dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+        use std::os::unix::fs::PermissionsExt;
+        let paths = ["ca.pem", "server.pem", "server.key"].map(|n| dir.join(n));
+        for (path, text) in paths
+            .iter()
+            .zip([&self.ca_pem, &self.cert_pem, &self.key_pem])
+        {
+            std::fs::write(path, text).expect("write a TLS file");
+        }
+        std::fs::set_permissions(&paths[2], std::fs::Permissions::from_mode(0o600))
+            .expect("chmod the key");
+        paths
+    }
+
     /// A CA and a certificate for `names` (DNS names or IP addresses) signed by it.
     pub fn new(names: &[&str]) -> TestCa {
         let ca_key = KeyPair::generate().expect("CA key");
@@ -50,6 +70,8 @@ impl TestCa {
         TestCa {
             ca_pem: ca_cert.pem(),
             server: Arc::new(server),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
         }
     }
 }

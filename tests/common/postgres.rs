@@ -3,6 +3,10 @@
 //! fsync (tests need speed, not durability). Stopped with `pg_ctl stop -m immediate` on
 //! Drop.
 //!
+//! [`Postgres::start_tls`] turns `ssl` on with a test CA's certificate and lets TCP clients
+//! in through `hostssl` lines only: a connection without TLS is refused. The helper's
+//! own connections ([`Postgres::socket_url`]) go through the unix socket.
+//!
 //! PostgreSQL refuses to run as root: when the tests run as root, every command runs as
 //! the `postgres` OS user (`runuser`, else `su`), and the directory is chowned to it.
 
@@ -26,12 +30,25 @@ pub struct Postgres {
     bin: PathBuf,
     /// Set when running as root: the OS user every command runs as.
     run_as: Option<&'static str>,
+    /// `ssl = on`, `hostssl`-only TCP (see [`Postgres::start_tls`]).
+    tls: bool,
 }
 
 impl Postgres {
     /// Creates and starts a cluster; panics (with an install hint) when PostgreSQL is
     /// missing.
     pub fn start() -> Postgres {
+        Self::start_inner(None)
+    }
+
+    /// Like [`Postgres::start`], with `ssl = on` presenting `ca`'s server certificate
+    /// (which must name 127.0.0.1), and a pg_hba.conf that admits TCP clients over TLS
+    /// only (`hostssl`); unix-socket clients are trusted as before.
+    pub fn start_tls(ca: &super::TestCa) -> Postgres {
+        Self::start_inner(Some(ca))
+    }
+
+    fn start_inner(tls: Option<&super::TestCa>) -> Postgres {
         let bin = bin_dir().unwrap_or_else(|| panic!("{INSTALL_HINT}"));
         let dir = tempfile::Builder::new()
             .prefix("flashgate-pg-")
@@ -40,6 +57,13 @@ impl Postgres {
         // The directory is ours, so its owner is our effective uid.
         let root = std::fs::metadata(dir.path()).expect("stat tempdir").uid() == 0;
         let run_as = root.then_some("postgres");
+        if let Some(ca) = tls {
+            ca.write_files(dir.path());
+            let hba = "local all all trust\n\
+                       hostssl all all 127.0.0.1/32 trust\n\
+                       hostssl all all ::1/128 trust\n";
+            std::fs::write(dir.path().join("pg_hba_tls.conf"), hba).expect("write pg_hba");
+        }
         if root {
             let status = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -57,6 +81,7 @@ impl Postgres {
             dir,
             bin,
             run_as,
+            tls: tls.is_some(),
         };
         pg.initdb();
         let mut last = String::new();
@@ -74,6 +99,20 @@ impl Postgres {
     /// `postgres://postgres@127.0.0.1:<port>/postgres`
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>/postgres?sslmode=<mode>`
+    pub fn url_with_sslmode(&self, mode: &str) -> String {
+        format!("{}?sslmode={mode}", self.url())
+    }
+
+    /// A key-value connection string through the unix socket (no TLS there; trusted).
+    pub fn socket_url(&self) -> String {
+        format!(
+            "host={} port={} user=postgres dbname=postgres",
+            self.dir.path().display(),
+            self.port
+        )
     }
 
     pub fn port(&self) -> u16 {
@@ -140,12 +179,19 @@ impl Postgres {
     }
 
     fn pg_ctl_start(&self) -> Result<(), String> {
-        let opts = format!(
+        let mut opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
              -c synchronous_commit=off -c full_page_writes=off",
             self.port,
             self.dir.path().display()
         );
+        if self.tls {
+            let d = self.dir.path().display();
+            opts.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={d}/server.pem -c ssl_key_file={d}/server.key \
+                 -c hba_file={d}/pg_hba_tls.conf"
+            ));
+        }
         let (data, log) = (self.data(), self.log());
         let out = self.run(
             "pg_ctl",

@@ -1,7 +1,9 @@
 //! A throwaway Redis Cluster: `n` primaries (no replicas) started as [`RedisServer`]
 //! cluster nodes on free ports, joined and given all 16384 slots by
 //! `redis-cli --cluster create`, and ready once every node reports `cluster_state:ok`.
+//! [`RedisCluster::start_tls`] makes one that speaks TLS only (`rediss://` seeds).
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -10,13 +12,30 @@ use super::redis_server::RedisServer;
 
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
+    /// TLS only: the CA file redis-cli verifies the nodes with.
+    tls_ca: Option<PathBuf>,
 }
 
 impl RedisCluster {
     pub fn start(n: usize) -> RedisCluster {
-        assert!(n >= 3, "Redis Cluster needs at least 3 primaries");
-        let nodes: Vec<RedisServer> = (0..n).map(|_| RedisServer::start_cluster_node()).collect();
+        let nodes = (0..n).map(|_| RedisServer::start_cluster_node()).collect();
+        Self::create(nodes, None)
+    }
+
+    /// A cluster whose nodes speak TLS only, with `ca`'s server certificate (which must
+    /// name 127.0.0.1); [`RedisCluster::urls`] are then `rediss://`.
+    pub fn start_tls(n: usize, ca: &super::TestCa) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..n)
+            .map(|_| RedisServer::start_tls_cluster_node(ca))
+            .collect();
+        let ca_file = nodes[0].dir().join("ca.pem");
+        Self::create(nodes, Some(ca_file))
+    }
+
+    fn create(nodes: Vec<RedisServer>, tls_ca: Option<PathBuf>) -> RedisCluster {
+        assert!(nodes.len() >= 3, "Redis Cluster needs at least 3 primaries");
         let out = Command::new(redis_cli())
+            .args(tls_args(tls_ca.as_deref()))
             .args(["--cluster", "create"])
             .args(nodes.iter().map(|s| format!("127.0.0.1:{}", s.port())))
             .args(["--cluster-replicas", "0", "--cluster-yes"])
@@ -28,7 +47,7 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster { nodes, tls_ca };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !cluster.nodes.iter().all(|s| {
             cluster
@@ -45,7 +64,7 @@ impl RedisCluster {
     pub fn urls(&self) -> Vec<String> {
         self.nodes
             .iter()
-            .map(|s| format!("redis://127.0.0.1:{}", s.port()))
+            .map(|s| s.url().trim_end_matches("/0").to_owned())
             .collect()
     }
 
@@ -58,6 +77,7 @@ impl RedisCluster {
     /// Runs `redis-cli --raw -p <port> <args…>` on one node and returns its output.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
         let out = Command::new(redis_cli())
+            .args(tls_args(self.tls_ca.as_deref()))
             .args(["--raw", "-p", &port.to_string()])
             .args(args)
             .output()
@@ -87,6 +107,14 @@ impl RedisCluster {
             i += 3;
         }
         panic!("no node serves slot {slot}: {shards}")
+    }
+}
+
+/// redis-cli's arguments for a TLS cluster: `--tls --cacert <ca>`; none otherwise.
+fn tls_args(ca: Option<&Path>) -> Vec<std::ffi::OsString> {
+    match ca {
+        Some(ca) => vec!["--tls".into(), "--cacert".into(), ca.into()],
+        None => Vec::new(),
     }
 }
 

@@ -1,12 +1,14 @@
 //! A throwaway `redis-server` per test: free loopback port, fresh directory, no RDB
 //! snapshots, optional AOF. Can be stopped (SIGTERM), killed (SIGKILL) and restarted on
-//! the same port and directory, to test fail-closed behaviour and recovery.
+//! the same port and directory, to test fail-closed behaviour and recovery. Or a Redis
+//! that speaks TLS only ([`RedisServer::start_tls`]).
 //!
 //! The methods block the calling thread for the few milliseconds Redis needs to start or
 //! stop; that is fine inside `#[tokio::test]`, the gateway under test just pauses.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,19 +27,39 @@ pub struct RedisServer {
     aof: bool,
     /// Extra `redis-server` arguments (cluster mode), the same on every restart.
     extra: Vec<String>,
+    /// TLS only: `port` is the `--tls-port`, there is no plain TCP port, and this
+    /// helper's own checks go through the unix socket `redis.sock` in `dir`.
+    tls: bool,
     child: Option<Child>,
 }
 
 impl RedisServer {
     /// Starts Redis without persistence: a restart loses all data.
     pub fn start() -> RedisServer {
-        Self::start_inner(false, Vec::new())
+        Self::start_inner(false, Vec::new(), None)
+    }
+
+    /// Starts Redis without persistence speaking TLS only (`--port 0`, `--tls-port`),
+    /// presenting `ca`'s server certificate (which must name 127.0.0.1), asking no
+    /// client certificate. [`RedisServer::url`] is then `rediss://`.
+    pub fn start_tls(ca: &super::TestCa) -> RedisServer {
+        Self::start_inner(false, Vec::new(), Some(ca))
     }
 
     /// Starts an empty Redis Cluster node with AOF (no slots yet; see
     /// [`super::RedisCluster`]), so it can be restarted with its data. Its cluster bus
     /// listens on a free port of its own: `port + 10000` may not exist.
     pub fn start_cluster_node() -> RedisServer {
+        Self::cluster_node(None)
+    }
+
+    /// A cluster node speaking TLS only, to clients and on its cluster bus
+    /// (`tls-cluster yes`), with `ca`'s server certificate.
+    pub fn start_tls_cluster_node(ca: &super::TestCa) -> RedisServer {
+        Self::cluster_node(Some(ca))
+    }
+
+    fn cluster_node(tls: Option<&super::TestCa>) -> RedisServer {
         let bus = free_port().to_string();
         let args = [
             "--cluster-enabled",
@@ -49,25 +71,44 @@ impl RedisServer {
             "--cluster-port",
             &bus,
         ];
-        Self::start_inner(true, args.map(str::to_string).to_vec())
+        let mut args = args.map(str::to_string).to_vec();
+        if tls.is_some() {
+            args.extend(["--tls-cluster", "yes"].map(String::from));
+        }
+        Self::start_inner(true, args, tls)
     }
 
     /// Starts Redis with `appendonly yes` and `appendfsync always`: every acknowledged
     /// write survives `stop()`, `kill()` and `restart()`.
     pub fn start_with_aof() -> RedisServer {
-        Self::start_inner(true, Vec::new())
+        Self::start_inner(true, Vec::new(), None)
     }
 
-    fn start_inner(aof: bool, extra: Vec<String>) -> RedisServer {
+    fn start_inner(aof: bool, mut extra: Vec<String>, tls: Option<&super::TestCa>) -> RedisServer {
         let dir = tempfile::Builder::new()
             .prefix("flashgate-redis-")
             .tempdir()
             .expect("tempdir for redis");
+        if let Some(ca) = tls {
+            let [ca_file, cert, key] = ca.write_files(dir.path());
+            let sock = dir.path().join("redis.sock");
+            for (flag, path) in [
+                ("--tls-ca-cert-file", ca_file),
+                ("--tls-cert-file", cert),
+                ("--tls-key-file", key),
+                ("--unixsocket", sock),
+            ] {
+                extra.push(flag.into());
+                extra.push(path.to_str().expect("UTF-8 path").into());
+            }
+            extra.extend(["--tls-auth-clients", "no"].map(String::from));
+        }
         let mut server = RedisServer {
             port: 0,
             dir,
             aof,
             extra,
+            tls: tls.is_some(),
             child: None,
         };
         // A free port can be taken by someone else before Redis binds it: retry.
@@ -82,9 +123,10 @@ impl RedisServer {
         panic!("redis-server did not start after 5 attempts:\n{last}");
     }
 
-    /// `redis://127.0.0.1:<port>/0`
+    /// `redis://127.0.0.1:<port>/0`, or `rediss://` for a TLS Redis.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -148,8 +190,12 @@ impl RedisServer {
             .unwrap_or_else(|| panic!("{INSTALL_HINT}"));
         let log = self.dir.path().join("redis.log");
         let mut cmd = Command::new(bin);
-        cmd.arg("--port")
-            .arg(self.port.to_string())
+        if self.tls {
+            cmd.args(["--port", "0", "--tls-port"]);
+        } else {
+            cmd.arg("--port");
+        }
+        cmd.arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--save", "", "--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -174,7 +220,8 @@ impl RedisServer {
             }
             // Check the pid too: if another process won the race for the port, a Redis
             // may answer there that is not ours.
-            if ping(self.port) && server_pid(self.port) == Some(child.id()) {
+            let at = self.endpoint();
+            if ping(&at) && server_pid(&at) == Some(child.id()) {
                 self.child = Some(child);
                 return Ok(());
             }
@@ -186,10 +233,45 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// Where this helper talks plain RESP to the server.
+    fn endpoint(&self) -> Endpoint {
+        match self.tls {
+            true => Endpoint::Unix(self.dir.path().join("redis.sock")),
+            false => Endpoint::Tcp(self.port),
+        }
+    }
+}
+
+enum Endpoint {
+    Tcp(u16),
+    Unix(PathBuf),
+}
+
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
+impl Endpoint {
+    fn open(&self) -> Option<Box<dyn Stream>> {
+        let timeout = Some(Duration::from_secs(1));
+        Some(match self {
+            Endpoint::Tcp(port) => {
+                let s = TcpStream::connect(("127.0.0.1", *port)).ok()?;
+                s.set_read_timeout(timeout).ok()?;
+                Box::new(s)
+            }
+            Endpoint::Unix(path) => {
+                let s = UnixStream::connect(path).ok()?;
+                s.set_read_timeout(timeout).ok()?;
+                Box::new(s)
+            }
+        })
+    }
+}
+
 /// Sends one RESP command and returns what arrives until `done(reply)` holds (or 1s).
-fn roundtrip(port: u16, command: &[u8], done: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+fn roundtrip(at: &Endpoint, command: &[u8], done: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
+    let mut s = at.open()?;
     s.write_all(command).ok()?;
     let mut reply = Vec::new();
     let mut buf = [0u8; 4096];
@@ -201,8 +283,8 @@ fn roundtrip(port: u16, command: &[u8], done: impl Fn(&[u8]) -> bool) -> Option<
 }
 
 /// Whether Redis on `port` answers `PING` with `+PONG` (not `-LOADING`).
-fn ping(port: u16) -> bool {
-    let reply = roundtrip(port, b"*1\r\n$4\r\nPING\r\n", |r| r.ends_with(b"\r\n"));
+fn ping(at: &Endpoint) -> bool {
+    let reply = roundtrip(at, b"*1\r\n$4\r\nPING\r\n", |r| r.ends_with(b"\r\n"));
     reply.is_some_and(|r| r.starts_with(b"+PONG"))
 }
 
@@ -225,14 +307,14 @@ fn signal(pid: u32, sig: &str) {
     assert!(ok, "kill {sig} {pid}");
 }
 
-fn server_pid(port: u16) -> Option<u32> {
+fn server_pid(at: &Endpoint) -> Option<u32> {
     let cmd = b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n";
     let has_pid = |r: &[u8]| {
         let text = String::from_utf8_lossy(r);
         text.split_once("process_id:")
             .is_some_and(|(_, rest)| rest.contains("\r\n"))
     };
-    let reply = roundtrip(port, cmd, has_pid)?;
+    let reply = roundtrip(at, cmd, has_pid)?;
     let text = String::from_utf8_lossy(&reply);
     let (_, rest) = text.split_once("process_id:")?;
     rest.split("\r\n").next()?.trim().parse().ok()
