@@ -23,7 +23,8 @@
 --   "raffle" when only a selected entrant with an open claim may reserve, else "",
 --   raffle: the user's ranking member (ticket bytes .. user id), else ""
 -- Returns one reply per buy, in order, each one of:
---   {"reserved", ORDER_FIELDS...}   a new pre-order
+--   {"reserved", now}               a new pre-order, created at `now` (Redis' clock, ms);
+--                                   pay_by = now + payment window; the rest the caller sent
 --   {"existing", ORDER_FIELDS...}   the same Idempotency-Key, or the user's pending order for this item
 --   {"idem_mismatch"}               the Idempotency-Key was used for another item
 --   {"sold_out", remaining, hv}                      the caller's holders snapshot is current
@@ -57,24 +58,23 @@ local function reserve_one(ikey, ukey, hkey, okey, a)
     return {'paused'}
   end
 
-  ensure_item(ikey, ARGV[a + 8])
+  -- One read of the user's hash: units held, the pending order of this item, the
+  -- Idempotency-Key's order.
+  local u = redis.call('HMGET', ukey, 'held', 'p:' .. sku, 'i:' .. idem)
+  local held, pending, prev = tonumber(u[1] or '0'), u[2], idem ~= '' and u[3]
 
-  if idem ~= '' then
-    local prev = redis.call('HGET', ukey, 'i:' .. idem)
-    if prev then
-      local prev_key = base .. 'order:' .. prev
-      if redis.call('EXISTS', prev_key) == 1 then
-        if redis.call('HGET', prev_key, 'sku') ~= sku then
-          return {'idem_mismatch'}
-        end
-        local r = order_fields(prev_key)
-        table.insert(r, 1, 'existing')
-        return r
+  if prev then
+    local prev_key = base .. 'order:' .. prev
+    if redis.call('EXISTS', prev_key) == 1 then
+      if redis.call('HGET', prev_key, 'sku') ~= sku then
+        return {'idem_mismatch'}
       end
+      local r = order_fields(prev_key)
+      table.insert(r, 1, 'existing')
+      return r
     end
   end
 
-  local pending = redis.call('HGET', ukey, 'p:' .. sku)
   if pending then
     local pending_key = base .. 'order:' .. pending
     if redis.call('HGET', pending_key, 'status') == 'pending_payment' then
@@ -96,7 +96,12 @@ local function reserve_one(ikey, ukey, hkey, okey, a)
     end
   end
 
-  local remaining = tonumber(redis.call('HGET', ikey, 'remaining'))
+  local remaining = redis.call('HGET', ikey, 'remaining')
+  if not remaining then
+    ensure_item(ikey, ARGV[a + 8])
+    remaining = ARGV[a + 8]
+  end
+  remaining = tonumber(remaining)
   if remaining < qty then
     local hv = redis.call('HGET', ikey, 'hv') or '0'
     local r = {'sold_out', remaining, hv}
@@ -112,7 +117,6 @@ local function reserve_one(ikey, ukey, hkey, okey, a)
     end
     return r
   end
-  local held = tonumber(redis.call('HGET', ukey, 'held') or '0')
   if held + qty > limit then
     return {'limit', held}
   end
@@ -121,13 +125,14 @@ local function reserve_one(ikey, ukey, hkey, okey, a)
   local pay_by = now + window
   redis.call('HINCRBY', ikey, 'remaining', -qty)
   redis.call('HINCRBY', ikey, 'pending', qty)
-  redis.call('HINCRBY', ukey, 'held', qty)
-  redis.call('HSET', ukey, 'p:' .. sku, id)
-  redis.call('HSET', hkey, user, id)
   redis.call('HINCRBY', ikey, 'hv', 1)
+  redis.call('HINCRBY', ukey, 'held', qty)
   if idem ~= '' then
-    redis.call('HSET', ukey, 'i:' .. idem, id)
+    redis.call('HSET', ukey, 'p:' .. sku, id, 'i:' .. idem, id)
+  else
+    redis.call('HSET', ukey, 'p:' .. sku, id)
   end
+  redis.call('HSET', hkey, user, id)
   redis.call('HSET', okey, 'id', id, 'campaign', campaign, 'sku', sku, 'user', user,
     'qty', qty, 'amount', amount, 'status', 'pending_payment', 'created', now, 'pay_by', pay_by)
   redis.call('ZADD', dkey, pay_by, id)
@@ -138,9 +143,8 @@ local function reserve_one(ikey, ukey, hkey, okey, a)
     redis.call('HSET', KEYS[4], user, 'c' .. string.sub(v, 2))
     redis.call('HINCRBY', KEYS[5], 'claimed', 1)
   end
-  local r = order_fields(okey)
-  table.insert(r, 1, 'reserved')
-  return r
+  -- The caller knows every field of the new order but its time: send only that.
+  return {'reserved', now}
 end
 
 local replies = {}

@@ -279,7 +279,7 @@ impl Store {
                 user: r.user.to_owned(),
                 quantity: r.quantity,
                 per_user_limit: r.per_user_limit,
-                order_id,
+                order_id: order_id.clone(),
                 payment_window_ms: millis(r.payment_window),
                 amount_cents: r.amount_cents,
                 idempotency_key: r.idempotency_key.unwrap_or("").to_owned(),
@@ -296,7 +296,24 @@ impl Store {
             .await
             .map_err(|_| StoreError::Protocol("the reserve batch was dropped".into()))??;
         Ok(match tag(&reply) {
-            "reserved" => ReserveOutcome::Reserved(order_in(&reply)?),
+            "reserved" => {
+                let created_at = int_at(&reply, 1);
+                ReserveOutcome::Reserved(Order {
+                    order_id,
+                    campaign: r.campaign.to_owned(),
+                    sku: r.sku.to_owned(),
+                    user_id: r.user.to_owned(),
+                    quantity: r.quantity,
+                    amount_cents: r.amount_cents,
+                    status: OrderStatus::PendingPayment,
+                    created_at,
+                    pay_by: created_at.saturating_add(
+                        i64::try_from(millis(r.payment_window)).unwrap_or(i64::MAX),
+                    ),
+                    payment_id: None,
+                    paid_at: None,
+                })
+            }
             "existing" => ReserveOutcome::Existing(order_in(&reply)?),
             "sold_out" => ReserveOutcome::SoldOut {
                 remaining: int_at(&reply, 1),
