@@ -8,7 +8,8 @@
 #   c. the gateway's reserve path (huge stock, a new user and IP per request: one Redis
 #      call and one pre-order per request)
 #   d. redis-benchmark running lua/reserve.lua (lib.lua + reserve.lua, as the gateway
-#      loads it) by EVALSHA at the same concurrency, without and with pipelining (the
+#      loads it) for a batch of one buy by EVALSHA at the same concurrency, without and
+#      with pipelining (the
 #      Redis ceiling for our script); user and order ids vary per request (__rand_int__)
 #   e. the proxy path (GET /products/<n> through the gateway to demo_store) vs demo_store
 #   +  p50/p99 of the reserve path at about half of c's rate: k6 constant-arrival-rate
@@ -245,16 +246,22 @@ if want d; then
   log "d. redis-benchmark EVALSHA reserve.lua"
   { cat lua/lib.lua; printf '\n'; cat lua/reserve.lua; } >"$VAR/reserve-full.lua"
   sha=$(redis-cli -p "$REDIS_PORT" SCRIPT LOAD "$(cat "$VAR/reserve-full.lua")")
-  # The gateway's call (src/stock): KEYS item, user, deadlines, paused; ARGV base,
-  # campaign, sku, user, qty, per_user_limit, order id, window ms, amount, idem key,
-  # initial stock. __rand_int__ (each occurrence its own random 0..-r) varies the user key,
-  # the user id and the order id; the item key is the bench campaign's huge-stock item.
+  # The gateway's call for a batch of ONE buy (src/stock/batch.rs): KEYS deadlines,
+  # paused, claims, selection, admission, entrants, ranking, then item, user, holders,
+  # order; ARGV base, campaign, then sku, user, qty, per_user_limit, order id, window ms,
+  # amount, idem key, initial stock, holders version, deadline, admission mode, member.
+  # __rand_int__ (each occurrence its own random 0..-r) varies the user key, the user id
+  # and the order id; the item key is the bench campaign's huge-stock item.
   b='fg:{bench}:'
-  rb_args=(EVALSHA "$sha" 4 "${b}item:reserve" "${b}user:rb__rand_int__" "${b}deadlines" "${b}paused"
-    "$b" bench reserve "rb__rand_int__" 1 1 "rb-__rand_int__" 3600000 1000 "" 1000000000)
-  printf '%s\n' "$(redis-cli -p "$REDIS_PORT" EVALSHA "$sha" 4 "${b}item:reserve" "${b}user:probe" \
-    "${b}deadlines" "${b}paused" "$b" bench reserve probe 1 1 probe-order 3600000 1000 "" 1000000000 | head -1)" \
-    >"$RES/d_probe.out"
+  shared=("${b}deadlines" "${b}paused" "${b}claims" "${b}selection" "${b}admission" "${b}entrants" "${b}ranking")
+  one() { # <user> <order id>
+    printf '%s\n' "${shared[@]}" "${b}item:reserve" "${b}user:$1" "${b}holders:reserve" "${b}order:$2" \
+      "$b" bench reserve "$1" 1 1 "$2" 3600000 1000 "" 1000000000 "" "" "" ""
+  }
+  mapfile -t rb_call < <(one "rb__rand_int__" "rb-__rand_int__")
+  rb_args=(EVALSHA "$sha" 11 "${rb_call[@]}")
+  mapfile -t probe_call < <(one probe probe-order)
+  redis-cli -p "$REDIS_PORT" EVALSHA "$sha" 11 "${probe_call[@]}" | head -1 >"$RES/d_probe.out"
   grep -qx reserved "$RES/d_probe.out" || die "reserve.lua by hand did not reserve: $(cat "$RES/d_probe.out")"
   secs=${DURATION%s}
   for p in 1 "$PIPELINE"; do

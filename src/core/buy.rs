@@ -1,6 +1,7 @@
 //! The buy flow (SPEC §4 "Buy"), in order of cost: inflight cap, campaign lookup, per-IP
 //! limit, identity, per-user limit, pause, window, admission (an instant draw decided
-//! here), request checks, local sold-out flag, then ONE Redis call; a sold-out answer
+//! here), request checks, local sold-out flag, then ONE Redis round trip (shared with the
+//! buys of the same campaign that arrive meanwhile: `stock/batch.rs`); a sold-out answer
 //! arms the local flag.
 //!
 //! The caller hands over identity and the body as deferred work (a closure, a future), so
