@@ -16,6 +16,7 @@ use crate::config::{ConfigError, IdentityConfig, IdentityMode, Secrets};
 use crate::jwks::KeySet;
 
 mod jwt;
+mod token_cache;
 
 /// Longest user id we accept, in bytes (user ids end up in Redis keys and order bodies).
 pub const MAX_USER_ID_LEN: usize = 128;

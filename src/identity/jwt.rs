@@ -11,6 +11,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
+use super::token_cache::{self, TokenCache};
 use super::IdentityError;
 use crate::config::{ConfigError, IdentityConfig, JwtAlgorithm, Secrets};
 use crate::jwks::KeySet;
@@ -18,10 +19,12 @@ use crate::jwks::KeySet;
 /// Clock skew tolerated on `exp` / `nbf`, in seconds.
 const JWT_LEEWAY_SECS: u64 = 5;
 
-/// The only claim we read; `exp` and the rest are checked by `jsonwebtoken` itself.
+/// The claims we read; `exp` and the rest are checked by `jsonwebtoken` itself, `exp`
+/// is kept to bound how long a verified token is remembered.
 #[derive(serde::Deserialize)]
 struct Claims {
     sub: String,
+    exp: u64,
 }
 
 pub(super) struct Jwt {
@@ -29,6 +32,8 @@ pub(super) struct Jwt {
     keys: Keys,
     /// Built once: the hot path only decodes and verifies.
     validation: Validation,
+    /// Tokens that verified, until their `exp`.
+    verified: TokenCache,
 }
 
 enum Keys {
@@ -77,6 +82,7 @@ impl Jwt {
             alg,
             keys,
             validation: validation(alg, cfg),
+            verified: TokenCache::new(JWT_LEEWAY_SECS),
         })
     }
 
@@ -86,6 +92,10 @@ impl Jwt {
 
     /// The `sub` of a valid token.
     pub(super) fn subject(&self, token: &str) -> Result<String, IdentityError> {
+        let cache_key = token_cache::key(token);
+        if let Some(sub) = self.verified.get(&cache_key) {
+            return Ok(sub);
+        }
         let set;
         let key = match &self.keys {
             Keys::Secret(key) => key,
@@ -100,9 +110,11 @@ impl Jwt {
                     .ok_or(IdentityError::Invalid("token key id unknown"))?
             }
         };
-        jsonwebtoken::decode::<Claims>(token, key, &self.validation)
-            .map(|data| data.claims.sub)
-            .map_err(|e| IdentityError::Invalid(reason(e.kind())))
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .map_err(|e| IdentityError::Invalid(reason(e.kind())))?
+            .claims;
+        self.verified.insert(cache_key, &claims.sub, claims.exp);
+        Ok(claims.sub)
     }
 
     /// Re-reads the public key file; `None` for HS256. Nothing changes until
@@ -123,6 +135,8 @@ impl Jwt {
     pub(super) fn use_keys(&self, new: Arc<KeySet>) {
         if let Keys::Public { set, .. } = &self.keys {
             *set.write().unwrap_or_else(PoisonError::into_inner) = new;
+            // A token signed by a key that is gone must stop working now.
+            self.verified.clear();
         }
     }
 }
