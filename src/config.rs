@@ -265,6 +265,14 @@ pub struct OrdersConfig {
     pub http_secret_env: String,
     #[serde(default = "d_pg_env")]
     pub postgres_url_env: String,
+    /// Extension: how many deliveries one instance has in flight at once (sinks dedupe
+    /// by order, so order does not matter).
+    #[serde(default = "d_delivery_concurrency")]
+    pub delivery_concurrency: usize,
+    /// Extension: bound on one delivery (one request, one batch), its own and not
+    /// `upstream.timeout`: a slow store must not hold the outbox for a proxy's timeout.
+    #[serde(default = "d_sink_timeout")]
+    pub sink_timeout: HumanDuration,
     /// Extension: deliveries tried before an entry moves to the dead-letter stream.
     #[serde(default = "d_max_attempts")]
     pub max_attempts: u32,
@@ -295,6 +303,12 @@ fn d_sink_env() -> String {
 fn d_pg_env() -> String {
     "FLASHGATE_POSTGRES_URL".into()
 }
+fn d_delivery_concurrency() -> usize {
+    16
+}
+fn d_sink_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
 fn d_max_attempts() -> u32 {
     10
 }
@@ -318,6 +332,8 @@ impl Default for OrdersConfig {
             http_url: None,
             http_secret_env: d_sink_env(),
             postgres_url_env: d_pg_env(),
+            delivery_concurrency: d_delivery_concurrency(),
+            sink_timeout: d_sink_timeout(),
             max_attempts: d_max_attempts(),
             retry_base: d_retry_base(),
             retry_max: d_retry_max(),

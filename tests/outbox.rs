@@ -12,49 +12,12 @@ use std::time::Duration;
 use common::*;
 use lifecycle::*;
 use serde_json::Value;
-use tokio::task::JoinSet;
 
 const SKU: &str = "black";
 const PRICE: u64 = 12_345;
 
-/// Buys and pays one unit for each user, ten at a time; returns the orders.
 async fn buy_and_pay(api: &impl Api, campaign: &str, users: &[String]) -> Vec<Value> {
-    let mut out = Vec::new();
-    for chunk in users.chunks(10) {
-        let mut set = JoinSet::new();
-        for user in chunk {
-            let api = api.endpoints();
-            let (campaign, user) = (campaign.to_owned(), user.clone());
-            set.spawn(async move {
-                let order = buy_ok(&api, &campaign, SKU, &user).await;
-                pay_ok(&api, &order).await;
-                order
-            });
-        }
-        while let Some(o) = set.join_next().await {
-            out.push(o.expect("buy+pay task"));
-        }
-    }
-    out
-}
-
-fn users(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}{i:02}")).collect()
-}
-
-fn ids(orders: &[Value]) -> Vec<String> {
-    let mut v: Vec<String> = orders.iter().map(|o| order_id(o).to_owned()).collect();
-    v.sort();
-    v
-}
-
-fn paid_stats(initial: i64, paid: i64) -> Stats {
-    Stats {
-        initial,
-        remaining: initial - paid,
-        paid,
-        ..Stats::default()
-    }
+    buy_and_pay_each(api, campaign, SKU, users).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

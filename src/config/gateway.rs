@@ -286,10 +286,24 @@ fn check_public_keys(identity: &mut IdentityConfig, base: &Path) -> Result<(), S
     Ok(())
 }
 
-/// What `sink::http::HttpSink::new` needs: an absolute http:// or https:// URL with a host.
+/// More deliveries in flight than this is a typo, not a tuning: each holds a request (or a
+/// share of the PostgreSQL batch) and its memory.
+const MAX_DELIVERY_CONCURRENCY: usize = 1024;
+
+/// The delivery bounds, and what `sink::http::HttpSink::new` needs: an absolute http://
+/// or https:// URL with a host.
 fn check_orders(d: &mut Diag<'_>, orders: &OrdersConfig) {
     if orders.max_attempts == 0 {
         d.error_at_key("orders.max_attempts", "must be > 0");
+    }
+    if !(1..=MAX_DELIVERY_CONCURRENCY).contains(&orders.delivery_concurrency) {
+        d.error_at_key(
+            "orders.delivery_concurrency",
+            format!("must be between 1 and {MAX_DELIVERY_CONCURRENCY}"),
+        );
+    }
+    if orders.sink_timeout.0.is_zero() {
+        d.error_at_key("orders.sink_timeout", "must be greater than zero");
     }
     match (&orders.http_url, orders.sink) {
         (None, SinkKind::Http) => {

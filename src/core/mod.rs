@@ -9,6 +9,7 @@
 
 mod background;
 mod buy;
+mod delivery;
 mod error;
 mod operate;
 mod orders;

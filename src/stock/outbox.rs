@@ -173,18 +173,18 @@ impl Store {
         Ok(reply.ids)
     }
 
-    /// The sink has the entry: acknowledge and delete it, atomically.
-    pub async fn ack(&self, con: &mut Conn, stream: &str, id: &str) -> Result<(), StoreError> {
+    /// The sink has the entries (of one stream): acknowledge and delete them, atomically.
+    pub async fn ack(&self, con: &mut Conn, stream: &str, ids: &[&str]) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("XACK")
             .arg(stream)
             .arg(GROUP)
-            .arg(id)
+            .arg(ids)
             .ignore()
             .cmd("XDEL")
             .arg(stream)
-            .arg(id)
+            .arg(ids)
             .ignore();
         self.background(pipe.query_async::<()>(con)).await
     }

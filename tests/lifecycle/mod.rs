@@ -504,6 +504,56 @@ impl Probe {
     }
 }
 
+// === many orders ===
+
+/// Buys and pays one unit of `sku` for each user, ten at a time; returns the orders.
+pub async fn buy_and_pay_each(
+    api: &impl Api,
+    campaign: &str,
+    sku: &str,
+    users: &[String],
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    for chunk in users.chunks(10) {
+        let mut set = tokio::task::JoinSet::new();
+        for user in chunk {
+            let api = api.endpoints();
+            let (campaign, sku, user) = (campaign.to_owned(), sku.to_owned(), user.clone());
+            set.spawn(async move {
+                let order = buy_ok(&api, &campaign, &sku, &user).await;
+                pay_ok(&api, &order).await;
+                order
+            });
+        }
+        while let Some(o) = set.join_next().await {
+            out.push(o.expect("buy+pay task"));
+        }
+    }
+    out
+}
+
+/// `n` user names: `<prefix>00`, `<prefix>01`, …
+pub fn users(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i:02}")).collect()
+}
+
+/// The orders' ids, sorted.
+pub fn ids(orders: &[Value]) -> Vec<String> {
+    let mut v: Vec<String> = orders.iter().map(|o| order_id(o).to_owned()).collect();
+    v.sort();
+    v
+}
+
+/// The ledger of an item of which `paid` units were paid and nothing else happened.
+pub fn paid_stats(initial: i64, paid: i64) -> Stats {
+    Stats {
+        initial,
+        remaining: initial - paid,
+        paid,
+        ..Stats::default()
+    }
+}
+
 // === what the store received ===
 
 /// Deliveries per `order_id` (from the body), in arrival order.
