@@ -1,7 +1,8 @@
 //! The outbox against a store that misbehaves (issue 11): a store that hangs
 //! gets `orders.delivery_concurrency` deliveries at once, each bounded by
 //! `orders.sink_timeout` (not `upstream.timeout`), and everything is delivered once when
-//! it recovers.
+//! it recovers; entries are retried by time and dead-lettered (metric + ERROR line) only
+//! after `orders.give_up_after`.
 
 mod common;
 mod lifecycle;
@@ -93,4 +94,108 @@ async fn the_sink_timeout_is_its_own_not_the_upstream_timeout() {
     probe.wait_drained(C).await;
     let delivered = assert_delivered_once(&s.store.orders());
     assert_eq!(delivered.keys().cloned().collect::<Vec<_>>(), ids(&orders));
+}
+
+/// With the defaults (no `max_attempts`, `give_up_after` a day) an outage far longer
+/// than the old ten attempts dead-letters nothing; the backlog drains once it is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_failed_attempts_before_give_up_after_dead_letter_nothing() {
+    const C: &str = "patient";
+    const N: usize = 3;
+    let mut s = Setup::new(CampaignSpec::new(C).item(SKU, 10, PRICE)).await;
+    s.cfg
+        .set_str("orders", "retry_base", "10ms")
+        .set_str("orders", "retry_max", "50ms");
+    let gw = start(&s.cfg).await;
+    let mut probe = Probe::new(&s.redis).await;
+
+    s.store.set_failing(true);
+    let orders = pay_all(&gw, C, "p", N).await;
+    eventually("many attempts per entry", WAIT, || async {
+        (s.store.attempts() >= 15 * N).then_some(())
+    })
+    .await;
+    assert_eq!(
+        outbox_counts(&gw).await,
+        (N as u64, 0),
+        "nothing dead-lettered"
+    );
+    assert_eq!(probe.xlen(&dead_key(C)).await, 0);
+    let m = metrics(&gw).await;
+    assert_eq!(
+        metric(
+            &m,
+            "flashgate_sink_deliveries_total",
+            &[("result", "failed")]
+        ),
+        0.0,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "flashgate_outbox_dead", &[]), 0.0, "{m}");
+
+    s.store.set_failing(false);
+    s.store.wait_for_orders(N, WAIT).await;
+    probe.wait_drained(C).await;
+    let delivered = assert_delivered_once(&s.store.orders());
+    assert_eq!(delivered.keys().cloned().collect::<Vec<_>>(), ids(&orders));
+}
+
+/// `give_up_after = "2s"`: entries still failing two seconds after they were queued go
+/// to the dead-letter stream — with the gauge, the `failed` count and an ERROR log line
+/// from the real binary — and come back with replay-dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_older_than_give_up_after_are_dead_lettered_and_alerted() {
+    const C: &str = "giveup";
+    const N: usize = 3;
+    let mut s = Setup::new(CampaignSpec::new(C).item(SKU, 10, PRICE)).await;
+    s.cfg
+        .set_str("orders", "give_up_after", "2s")
+        .set_str("orders", "retry_base", "20ms")
+        .set_str("orders", "retry_max", "100ms");
+    s.store.set_failing(true);
+    let gw = GatewayProcess::spawn(&s.cfg).await;
+    let mut probe = Probe::new(&s.redis).await;
+
+    let paid_at = now_ms();
+    let orders = pay_all(&gw, C, "g", N).await;
+    eventually("every entry dead-lettered", WAIT, || async {
+        (outbox_counts(&gw).await == (0, N as u64)).then_some(())
+    })
+    .await;
+    assert!(
+        now_ms() - paid_at >= 2_000,
+        "dead-lettered before give_up_after"
+    );
+    assert!(s.store.attempts() > N, "retried before giving up");
+    wait_metric(&gw, "flashgate_outbox_dead", &[], N as f64).await;
+    wait_metric(
+        &gw,
+        "flashgate_sink_deliveries_total",
+        &[("sink", "http"), ("result", "failed")],
+        N as f64,
+    )
+    .await;
+    for (_, fields) in probe.entries(&dead_key(C)).await {
+        let why = fields.get("last_error").cloned().unwrap_or_default();
+        assert!(why.contains("undelivered 2s"), "{fields:?}");
+        assert!(
+            why.contains("503"),
+            "the sink's last error kept: {fields:?}"
+        );
+    }
+    let log = gw.log();
+    let alerts = log
+        .lines()
+        .filter(|l| l.contains("\"ERROR\"") && l.contains("dead-letter stream"))
+        .count();
+    assert_eq!(alerts, N, "one ERROR line per dead letter:\n{log}");
+
+    s.store.set_failing(false);
+    let res = admin_post(&gw, "/admin/outbox/replay-dead", "").await;
+    assert_eq!(res.json()["replayed"], N as u64);
+    s.store.wait_for_orders(N, WAIT).await;
+    probe.wait_drained(C).await;
+    let delivered = assert_delivered_once(&s.store.orders());
+    assert_eq!(delivered.keys().cloned().collect::<Vec<_>>(), ids(&orders));
+    wait_metric(&gw, "flashgate_outbox_dead", &[], 0.0).await;
 }

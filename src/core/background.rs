@@ -38,6 +38,7 @@ impl Sale {
             metrics: i.metrics.clone(),
             sink: i.sink.clone(),
             cfg: i.orders.clone(),
+            clock: i.clock.clone(),
             name: outbox::consumer_name(),
         };
         vec![

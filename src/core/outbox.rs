@@ -10,8 +10,9 @@
 //!   attempt;
 //! - entries held by another consumer idle longer than `claim_idle` (a crashed
 //!   instance): claimed and delivered here;
-//! - after `max_attempts` deliveries: moved to the dead-letter stream, with a metric and
-//!   an error log line. Never dropped;
+//! - an entry still undelivered `give_up_after` after it was queued (its stream id's
+//!   time, Redis' clock) — or after `max_attempts` deliveries, when set — moves to the
+//!   dead-letter stream, with a metric and an error log line. Never dropped;
 //! - every `claim_idle`, consumers of instances that are gone (nothing pending, no
 //!   heartbeat for 3 × `claim_idle`) are removed from the group, atomically with the check.
 
@@ -24,11 +25,11 @@ use tokio::sync::watch;
 
 use super::delivery::{Deliveries, Work};
 use crate::campaign::Registry;
-use crate::clock::millis;
+use crate::clock::{millis, Clock};
 use crate::config::OrdersConfig;
 use crate::metrics::Metrics;
 use crate::sink::Sink;
-use crate::stock::outbox;
+use crate::stock::outbox::{self, PendingEntry};
 use crate::stock::{CampaignKeys, Conn, Store, StoreError};
 
 /// Pending entries looked at per stream and round, at least.
@@ -58,6 +59,8 @@ pub(super) struct Consumer {
     pub(super) metrics: Metrics,
     pub(super) sink: Arc<dyn Sink>,
     pub(super) cfg: OrdersConfig,
+    /// For the age of an entry (with the store's estimate of Redis' clock).
+    pub(super) clock: Clock,
     /// Unique per process: `host:pid:random`.
     pub(super) name: String,
 }
@@ -85,6 +88,25 @@ impl Consumer {
         (id, deliveries).hash(&mut h);
         let jitter = 80 + h.finish() % 41; // 80..=120 %
         capped * jitter / 100
+    }
+
+    /// Why a due entry is given up, if it is: too old, or (when bounded) too many tries.
+    fn give_up(&self, p: &PendingEntry) -> Option<String> {
+        let age = outbox::queued_at_ms(&p.id)
+            .and_then(|at| u64::try_from(self.store.redis_now_ms(&self.clock) - at).ok());
+        let limit = self.cfg.give_up_after.0;
+        if age.is_some_and(|a| a >= millis(limit)) {
+            return Some(format!(
+                "undelivered {} after it was queued",
+                humantime::format_duration(limit)
+            ));
+        }
+        match self.cfg.max_attempts {
+            Some(max) if p.deliveries >= u64::from(max) => {
+                Some(format!("{} delivery attempts exhausted", p.deliveries))
+            }
+            _ => None,
+        }
     }
 
     pub(super) async fn run(self, mut shutdown: watch::Receiver<bool>) {
@@ -224,12 +246,12 @@ impl Consumer {
             if p.idle_ms < due {
                 continue;
             }
-            if p.deliveries >= u64::from(self.cfg.max_attempts) {
+            if let Some(why) = self.give_up(&p) {
                 // Dead-lettered even with no room: it needs no delivery slot.
-                let why = st
-                    .last_error
-                    .remove(&p.id)
-                    .unwrap_or_else(|| "delivery attempts exhausted".into());
+                let why = match st.last_error.remove(&p.id) {
+                    Some(last) => format!("{why}; last error: {last}"),
+                    None => why,
+                };
                 self.store
                     .dead_letter(con, keys, &p.id, p.deliveries, &why)
                     .await?;

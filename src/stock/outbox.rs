@@ -52,6 +52,11 @@ pub struct PendingEntry {
     pub deliveries: u64,
 }
 
+/// When an entry was queued: the milliseconds part of its stream id (Redis' clock).
+pub fn queued_at_ms(id: &str) -> Option<i64> {
+    id.split_once('-')?.0.parse().ok()
+}
+
 /// Parses an entry; `None` for a malformed one (it is dead-lettered, never dropped).
 pub fn parse(stream: &str, e: &StreamId) -> Result<Entry, String> {
     let get = |k: &str| match e.map.get(k) {
@@ -275,6 +280,13 @@ mod tests {
             id: "1-0".into(),
             map,
         }
+    }
+
+    #[test]
+    fn the_queue_time_is_the_ids_millisecond_part() {
+        assert_eq!(queued_at_ms("1700000000123-4"), Some(1_700_000_000_123));
+        assert_eq!(queued_at_ms("bogus"), None);
+        assert_eq!(queued_at_ms("x-1"), None);
     }
 
     #[test]
