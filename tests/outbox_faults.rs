@@ -1,8 +1,10 @@
-//! The outbox against a store that misbehaves (issue 11): a store that hangs
+//! The outbox against a store that misbehaves (issue 11, items 3–5): a store that hangs
 //! gets `orders.delivery_concurrency` deliveries at once, each bounded by
 //! `orders.sink_timeout` (not `upstream.timeout`), and everything is delivered once when
 //! it recovers; entries are retried by time and dead-lettered (metric + ERROR line) only
-//! after `orders.give_up_after`.
+//! after `orders.give_up_after`; a SIGKILLed instance's entries are reclaimed as soon as
+//! its heartbeat is stale, long before `orders.claim_idle`, while a living instance's
+//! entries in flight are left alone.
 
 mod common;
 mod lifecycle;
@@ -18,6 +20,12 @@ const PRICE: u64 = 4_200;
 
 async fn pay_all(api: &impl Api, campaign: &str, prefix: &str, n: usize) -> Vec<Value> {
     buy_and_pay_each(api, campaign, SKU, &users(prefix, n)).await
+}
+
+/// Every entry of the outbox held by the consumer whose name carries `marker`.
+async fn all_held_by(probe: &mut Probe, campaign: &str, n: usize, marker: &str) -> bool {
+    let p = probe.pending(&outbox_key(campaign)).await;
+    p.len() == n && p.iter().all(|(_, consumer)| consumer.contains(marker))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,4 +206,48 @@ async fn entries_older_than_give_up_after_are_dead_lettered_and_alerted() {
     let delivered = assert_delivered_once(&s.store.orders());
     assert_eq!(delivered.keys().cloned().collect::<Vec<_>>(), ids(&orders));
     wait_metric(&gw, "flashgate_outbox_dead", &[], 0.0).await;
+}
+
+/// Instance A (the real binary) is delivering to a hung store when it is SIGKILLed.
+/// `claim_idle` is ten minutes: B can only take A's entries over because A's heartbeat
+/// went stale. Before the kill, B (running alongside) leaves the entries of a living,
+/// busy A alone: the heartbeat does not wait for A's deliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instances_entries_are_reclaimed_once_its_heartbeat_is_stale() {
+    const C: &str = "stale";
+    const N: usize = 6;
+    let mut s = Setup::new(CampaignSpec::new(C).item(SKU, 20, PRICE)).await;
+    s.cfg
+        .set_str("orders", "claim_idle", "10m")
+        .set_str("orders", "sink_timeout", "60s");
+    let mut probe = Probe::new(&s.redis).await;
+
+    s.store.set_hanging(true);
+    let mut a = GatewayProcess::spawn(&s.cfg).await;
+    let orders = pay_all(&a, C, "k", N).await;
+    eventually("A's deliveries held by the store", WAIT, || async {
+        (s.store.held() == N).then_some(())
+    })
+    .await;
+    let marker = format!(":{}:", a.pid());
+    assert!(all_held_by(&mut probe, C, N, &marker).await);
+
+    // A is alive but stuck in its deliveries; B must not take its entries.
+    let b = start(&s.cfg).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(
+        all_held_by(&mut probe, C, N, &marker).await,
+        "a living instance's entries reclaimed: {:?}",
+        probe.pending(&outbox_key(C)).await
+    );
+    assert!(s.store.orders().is_empty());
+
+    a.kill();
+    s.store.set_hanging(false);
+    s.store.wait_for_orders(N, WAIT).await;
+    probe.wait_drained(C).await;
+    let delivered = assert_delivered_once(&s.store.orders());
+    assert_eq!(delivered.keys().cloned().collect::<Vec<_>>(), ids(&orders));
+    assert_eq!(outbox_counts(&b).await, (0, 0));
+    assert_eq!(ledger(&b, C, SKU).await, paid_stats(20, N as i64));
 }

@@ -1,7 +1,7 @@
 //! The sale's background work, one task each, all stopped by the shutdown signal:
 //! bootstrap (scripts + stock once Redis answers), refresh (the public `remaining`, the
 //! pause switch and the gauges, once a second), the expiry sweeper, the outbox consumer
-//! and the rate limiters' garbage collection.
+//! and its heartbeat, and the rate limiters' garbage collection.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{outbox, sweeper, Sale};
+use super::{heartbeat, outbox, sweeper, Sale};
 
 /// How often bootstrap retries while Redis is away.
 const BOOTSTRAP_RETRY: Duration = Duration::from_millis(250);
@@ -41,6 +41,12 @@ impl Sale {
             clock: i.clock.clone(),
             name: outbox::consumer_name(),
         };
+        let heartbeat = heartbeat::run(
+            i.store.clone(),
+            i.registry.clone(),
+            consumer.name.clone(),
+            shutdown.clone(),
+        );
         vec![
             tokio::spawn(self.clone().bootstrap(shutdown.clone())),
             tokio::spawn(self.clone().refresh(shutdown.clone())),
@@ -50,6 +56,7 @@ impl Sale {
                 shutdown.clone(),
             )),
             tokio::spawn(consumer.run(shutdown.clone())),
+            tokio::spawn(heartbeat),
             i.limiters.spawn_gc(LIMITER_GC, shutdown.clone()),
         ]
     }

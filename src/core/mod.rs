@@ -11,6 +11,7 @@ mod background;
 mod buy;
 mod delivery;
 mod error;
+mod heartbeat;
 mod operate;
 mod orders;
 mod outbox;

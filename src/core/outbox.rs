@@ -8,15 +8,16 @@
 //! - this consumer's failed entries: retried when idle for `retry_base * 2^(n-1)` (capped
 //!   at `retry_max`, with jitter) — the retry is an XCLAIM to ourselves, which counts the
 //!   attempt;
-//! - entries held by another consumer idle longer than `claim_idle` (a crashed
-//!   instance): claimed and delivered here;
+//! - entries held by another consumer: claimed at once when its heartbeat is stale (the
+//!   instance is gone, see `heartbeat`), else once idle longer than `claim_idle` (a
+//!   living instance that stopped delivering, or one without a heartbeat);
 //! - an entry still undelivered `give_up_after` after it was queued (its stream id's
 //!   time, Redis' clock) — or after `max_attempts` deliveries, when set — moves to the
 //!   dead-letter stream, with a metric and an error log line. Never dropped;
 //! - every `claim_idle`, consumers of instances that are gone (nothing pending, no
 //!   heartbeat for 3 × `claim_idle`) are removed from the group, atomically with the check.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::delivery::{Deliveries, Work};
+use super::heartbeat;
 use crate::campaign::Registry;
 use crate::clock::{millis, Clock};
 use crate::config::OrdersConfig;
@@ -51,6 +53,8 @@ struct RoundState {
     last_error: HashMap<String, String>,
     /// When this consumer last looked for gone consumers to forget.
     forgot_at: Instant,
+    /// Per stream: the consumers found stale, and when (asked at most once a beat).
+    stale: HashMap<String, (Instant, HashSet<String>)>,
 }
 
 pub(super) struct Consumer {
@@ -125,6 +129,7 @@ impl Consumer {
             grouped: Vec::new(),
             last_error: HashMap::new(),
             forgot_at: Instant::now(),
+            stale: HashMap::new(),
         };
         let mut flying = Deliveries::new(
             self.sink.clone(),
@@ -219,7 +224,8 @@ impl Consumer {
         Ok(handled)
     }
 
-    /// Gathers this consumer's due failures and the entries of dead consumers, claiming them; dead-letters the entries it gives up. Returns how many.
+    /// Gathers this consumer's due failures and the entries of gone (or stuck)
+    /// consumers, claiming them; dead-letters the entries it gives up. Returns how many.
     async fn retry(
         &self,
         con: &mut Conn,
@@ -240,8 +246,12 @@ impl Consumer {
             }
             let due = if p.consumer == self.name {
                 self.backoff(&p.id, p.deliveries)
-            } else {
+            } else if p.idle_ms >= claim_idle {
                 claim_idle
+            } else if self.is_stale(con, keys, st, &p.consumer).await? {
+                heartbeat::stale_claim_idle_ms()
+            } else {
+                continue;
             };
             if p.idle_ms < due {
                 continue;
@@ -281,6 +291,36 @@ impl Consumer {
             }
         }
         Ok(handled)
+    }
+
+    /// Whether `consumer`'s heartbeat is stale (its instance is gone). Asked only when
+    /// another consumer holds an entry not yet `claim_idle` old — the rare case, after a
+    /// crash — and at most once a beat per stream.
+    async fn is_stale(
+        &self,
+        con: &mut Conn,
+        keys: &CampaignKeys,
+        st: &mut RoundState,
+        consumer: &str,
+    ) -> Result<bool, StoreError> {
+        let fresh = st
+            .stale
+            .get(&keys.outbox)
+            .is_some_and(|(at, _)| at.elapsed() < heartbeat::BEAT);
+        if !fresh {
+            let names = self
+                .store
+                .heartbeat(con, keys, &self.name, heartbeat::stale_ms())
+                .await?;
+            st.stale.insert(
+                keys.outbox.clone(),
+                (Instant::now(), names.into_iter().collect()),
+            );
+        }
+        Ok(st
+            .stale
+            .get(&keys.outbox)
+            .is_some_and(|(_, names)| names.contains(consumer)))
     }
 
     /// Queues one read or claimed entry for the wave; a malformed one is dead-lettered at

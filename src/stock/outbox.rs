@@ -233,6 +233,20 @@ impl Store {
         self.background(inv.invoke_async(con)).await
     }
 
+    /// Stamps consumer `me` alive (Redis' clock) and returns the consumers whose last
+    /// stamp is older than `stale_ms`: instances that are gone.
+    pub async fn heartbeat(
+        &self,
+        con: &mut Conn,
+        keys: &CampaignKeys,
+        me: &str,
+        stale_ms: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut inv = self.scripts.heartbeat.prepare_invoke();
+        inv.key(&keys.consumers).arg(me).arg(stale_ms);
+        self.background(inv.invoke_async(con)).await
+    }
+
     /// Re-queues up to `max` dead letters; returns how many moved.
     pub async fn replay_dead(&self, keys: &CampaignKeys, max: usize) -> Result<u64, StoreError> {
         let mut inv = self.scripts.replay_dead.prepare_invoke();

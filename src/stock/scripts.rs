@@ -23,6 +23,7 @@ pub(crate) struct Scripts {
     pub(crate) dead_letter: Script,
     pub(crate) replay_dead: Script,
     pub(crate) forget_consumers: Script,
+    pub(crate) heartbeat: Script,
 }
 
 impl Scripts {
@@ -37,10 +38,11 @@ impl Scripts {
             dead_letter: script!("dead_letter.lua"),
             replay_dead: script!("replay_dead.lua"),
             forget_consumers: script!("forget_consumers.lua"),
+            heartbeat: script!("heartbeat.lua"),
         }
     }
 
-    pub(crate) fn all(&self) -> [&Script; 9] {
+    pub(crate) fn all(&self) -> [&Script; 10] {
         [
             &self.reserve,
             &self.cancel,
@@ -51,6 +53,7 @@ impl Scripts {
             &self.dead_letter,
             &self.replay_dead,
             &self.forget_consumers,
+            &self.heartbeat,
         ]
     }
 }
