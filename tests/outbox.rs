@@ -68,10 +68,7 @@ async fn sink_outage_backlog_drains_without_loss_or_duplicates() {
     assert_eq!(ledger(&gw, C, SKU).await, paid_stats(50, N as i64));
 
     s.store.set_failing(false);
-    s.store.wait_for_orders(N, WAIT).await;
-    probe.wait_drained(C).await;
-    let delivered = assert_delivered_once(&s.store.orders());
-    assert_eq!(delivered.keys().cloned().collect::<Vec<_>>(), ids(&orders));
+    let delivered = wait_delivered_once(&s.store, &mut probe, C, &orders).await;
     assert!(delivered.values().all(|s| s == "paid"));
     assert_eq!(s.store.orders().len(), N, "no duplicate deliveries");
     assert_eq!(outbox_counts(&gw).await, (0, 0));
@@ -138,10 +135,7 @@ async fn exhausted_entries_are_dead_lettered_then_replayed() {
     let res = admin_post(&gw, "/admin/outbox/replay-dead", "").await;
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(res.json()["replayed"], N as u64);
-    s.store.wait_for_orders(N, WAIT).await;
-    probe.wait_drained(C).await;
-    let delivered = assert_delivered_once(&s.store.orders());
-    assert_eq!(delivered.keys().cloned().collect::<Vec<_>>(), ids(&orders));
+    wait_delivered_once(&s.store, &mut probe, C, &orders).await;
     assert_eq!(outbox_counts(&gw).await, (0, 0));
     assert_eq!(probe.xlen(&dead_key(C)).await, 0);
     // Replaying again moves nothing.
@@ -187,10 +181,7 @@ async fn entries_of_a_sigkilled_gateway_are_delivered_by_another_instance() {
     // Instance B starts after the crash; the store is back.
     s.store.set_failing(false);
     let b = start(&s.cfg).await;
-    s.store.wait_for_orders(N, WAIT).await;
-    probe.wait_drained(C).await;
-    let delivered = assert_delivered_once(&s.store.orders());
-    assert_eq!(delivered.keys().cloned().collect::<Vec<_>>(), ids(&orders));
+    let delivered = wait_delivered_once(&s.store, &mut probe, C, &orders).await;
     assert!(delivered.values().all(|s| s == "paid"));
     assert_eq!(s.store.orders().len(), N);
     assert_eq!(outbox_counts(&b).await, (0, 0));
@@ -235,10 +226,7 @@ async fn several_instances_share_the_outbox_and_deliver_each_order_once() {
     for (i, chunk) in all.chunks(N / gws.len()).enumerate() {
         orders.extend(buy_and_pay(&gws[i % gws.len()], C, chunk).await);
     }
-    s.store.wait_for_orders(N, WAIT).await;
-    probe.wait_drained(C).await;
-    let delivered = assert_delivered_once(&s.store.orders());
-    assert_eq!(delivered.keys().cloned().collect::<Vec<_>>(), ids(&orders));
+    wait_delivered_once(&s.store, &mut probe, C, &orders).await;
     assert_eq!(s.store.orders().len(), N);
     assert_eq!(probe.entries_added(&outbox_key(C)).await, N as u64);
     let mut ok = 0.0;

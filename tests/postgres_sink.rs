@@ -116,11 +116,7 @@ async fn setup(pg: &Postgres, campaign: &str, stock: u64) -> Setup {
 
 /// Sums `flashgate_sink_deliveries_total{sink="postgres",result}`.
 async fn deliveries(api: &impl Api, result: &str) -> f64 {
-    metric(
-        &metrics(api).await,
-        "flashgate_sink_deliveries_total",
-        &[("sink", "postgres"), ("result", result)],
-    )
+    sink_deliveries(api, "postgres", result).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -346,6 +346,15 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// `flashgate_sink_deliveries_total{sink, result}` now.
+pub async fn sink_deliveries(api: &impl Api, sink: &str, result: &str) -> f64 {
+    metric(
+        &metrics(api).await,
+        "flashgate_sink_deliveries_total",
+        &[("sink", sink), ("result", result)],
+    )
+}
+
 /// Polls `/metrics` until `name{labels}` equals `want`.
 pub async fn wait_metric(api: &impl Api, name: &str, labels: &[(&str, &str)], want: f64) {
     let what = format!("{name}{labels:?} == {want}");
@@ -589,6 +598,22 @@ pub fn assert_delivered_once(orders: &[RecordedOrder]) -> BTreeMap<String, Strin
         out.insert(id, status);
     }
     out
+}
+
+/// Waits until the store has a delivery of each of `orders` and the campaign's outbox is
+/// drained; asserts that each arrived exactly once (as `assert_delivered_once`) and
+/// nothing else did. Returns order_id → event status.
+pub async fn wait_delivered_once(
+    store: &TestStore,
+    probe: &mut Probe,
+    campaign: &str,
+    orders: &[Value],
+) -> BTreeMap<String, String> {
+    store.wait_for_orders(orders.len(), WAIT).await;
+    probe.wait_drained(campaign).await;
+    let delivered = assert_delivered_once(&store.orders());
+    assert_eq!(delivered.keys().cloned().collect::<Vec<_>>(), ids(orders));
+    delivered
 }
 
 // === time ===
