@@ -5,9 +5,9 @@
 -- Liveness is a heartbeat, not the consumer's `idle`: before Redis 7.2 an XREADGROUP
 -- that finds nothing does not reset `idle`, so a living consumer on a quiet stream looks
 -- as idle as a dead one. Each living instance stamps `<base>consumers[me] = now` on
--- every call (every `claim_idle`). A consumer is forgotten when it holds nothing and its
--- stamp is older than ARGV[3] ms — or, without a stamp (made by hand, or by an older
--- version), when its `idle` is.
+-- every call (every `claim_idle`), and once a second through heartbeat.lua. A consumer
+-- is forgotten when it holds nothing and its stamp is older than ARGV[3] ms — or,
+-- without a stamp (made by hand, or by an older version), when its `idle` is.
 --
 -- Checked and deleted in one script: XGROUP DELCONSUMER orphans a consumer's pending
 -- entries, so a consumer that read an entry since the check must never be deleted, and

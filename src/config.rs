@@ -275,9 +275,23 @@ pub struct OrdersConfig {
     /// resolved and checked by [`Config::load`].
     #[serde(default)]
     pub postgres_ca_file: Option<PathBuf>,
-    /// Extension: deliveries tried before an entry moves to the dead-letter stream.
-    #[serde(default = "d_max_attempts")]
-    pub max_attempts: u32,
+    /// Extension: how many deliveries one instance has in flight at once (sinks dedupe
+    /// by order, so order does not matter).
+    #[serde(default = "d_delivery_concurrency")]
+    pub delivery_concurrency: usize,
+    /// Extension: bound on one delivery (one request, one batch), its own and not
+    /// `upstream.timeout`: a slow store must not hold the outbox for a proxy's timeout.
+    #[serde(default = "d_sink_timeout")]
+    pub sink_timeout: HumanDuration,
+    /// Extension: an entry the sink has not taken this long after it was queued (its
+    /// stream id's time) moves to the dead-letter stream. Payment providers retry for
+    /// days; so do we, by time rather than by count.
+    #[serde(default = "d_give_up_after")]
+    pub give_up_after: HumanDuration,
+    /// Extension, optional: also dead-letter after this many deliveries (unset: no bound
+    /// by count, only `give_up_after`).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
     /// Extension: first retry delay; doubles per attempt (with jitter) up to `retry_max`.
     #[serde(default = "d_retry_base")]
     pub retry_base: HumanDuration,
@@ -305,14 +319,22 @@ fn d_sink_env() -> String {
 fn d_pg_env() -> String {
     "FLASHGATE_POSTGRES_URL".into()
 }
-fn d_max_attempts() -> u32 {
-    10
+fn d_delivery_concurrency() -> usize {
+    16
+}
+fn d_sink_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+fn d_give_up_after() -> HumanDuration {
+    HumanDuration(Duration::from_secs(24 * 3600))
 }
 fn d_retry_base() -> HumanDuration {
     HumanDuration(Duration::from_millis(500))
 }
+/// Five minutes: over a day-long outage each entry is tried ~300 times, not ~1,400, and
+/// the store sees the backlog again within five minutes of coming back.
 fn d_retry_max() -> HumanDuration {
-    HumanDuration(Duration::from_secs(60))
+    HumanDuration(Duration::from_secs(300))
 }
 fn d_claim_idle() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
@@ -329,7 +351,10 @@ impl Default for OrdersConfig {
             http_secret_env: d_sink_env(),
             postgres_url_env: d_pg_env(),
             postgres_ca_file: None,
-            max_attempts: d_max_attempts(),
+            delivery_concurrency: d_delivery_concurrency(),
+            sink_timeout: d_sink_timeout(),
+            give_up_after: d_give_up_after(),
+            max_attempts: None,
             retry_base: d_retry_base(),
             retry_max: d_retry_max(),
             claim_idle: d_claim_idle(),

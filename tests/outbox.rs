@@ -12,49 +12,12 @@ use std::time::Duration;
 use common::*;
 use lifecycle::*;
 use serde_json::Value;
-use tokio::task::JoinSet;
 
 const SKU: &str = "black";
 const PRICE: u64 = 12_345;
 
-/// Buys and pays one unit for each user, ten at a time; returns the orders.
 async fn buy_and_pay(api: &impl Api, campaign: &str, users: &[String]) -> Vec<Value> {
-    let mut out = Vec::new();
-    for chunk in users.chunks(10) {
-        let mut set = JoinSet::new();
-        for user in chunk {
-            let api = api.endpoints();
-            let (campaign, user) = (campaign.to_owned(), user.clone());
-            set.spawn(async move {
-                let order = buy_ok(&api, &campaign, SKU, &user).await;
-                pay_ok(&api, &order).await;
-                order
-            });
-        }
-        while let Some(o) = set.join_next().await {
-            out.push(o.expect("buy+pay task"));
-        }
-    }
-    out
-}
-
-fn users(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}{i:02}")).collect()
-}
-
-fn ids(orders: &[Value]) -> Vec<String> {
-    let mut v: Vec<String> = orders.iter().map(|o| order_id(o).to_owned()).collect();
-    v.sort();
-    v
-}
-
-fn paid_stats(initial: i64, paid: i64) -> Stats {
-    Stats {
-        initial,
-        remaining: initial - paid,
-        paid,
-        ..Stats::default()
-    }
+    buy_and_pay_each(api, campaign, SKU, users).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,10 +68,7 @@ async fn sink_outage_backlog_drains_without_loss_or_duplicates() {
     assert_eq!(ledger(&gw, C, SKU).await, paid_stats(50, N as i64));
 
     s.store.set_failing(false);
-    s.store.wait_for_orders(N, WAIT).await;
-    probe.wait_drained(C).await;
-    let delivered = assert_delivered_once(&s.store.orders());
-    assert_eq!(delivered.keys().cloned().collect::<Vec<_>>(), ids(&orders));
+    let delivered = wait_delivered_once(&s.store, &mut probe, C, &orders).await;
     assert!(delivered.values().all(|s| s == "paid"));
     assert_eq!(s.store.orders().len(), N, "no duplicate deliveries");
     assert_eq!(outbox_counts(&gw).await, (0, 0));
@@ -175,10 +135,7 @@ async fn exhausted_entries_are_dead_lettered_then_replayed() {
     let res = admin_post(&gw, "/admin/outbox/replay-dead", "").await;
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(res.json()["replayed"], N as u64);
-    s.store.wait_for_orders(N, WAIT).await;
-    probe.wait_drained(C).await;
-    let delivered = assert_delivered_once(&s.store.orders());
-    assert_eq!(delivered.keys().cloned().collect::<Vec<_>>(), ids(&orders));
+    wait_delivered_once(&s.store, &mut probe, C, &orders).await;
     assert_eq!(outbox_counts(&gw).await, (0, 0));
     assert_eq!(probe.xlen(&dead_key(C)).await, 0);
     // Replaying again moves nothing.
@@ -224,10 +181,7 @@ async fn entries_of_a_sigkilled_gateway_are_delivered_by_another_instance() {
     // Instance B starts after the crash; the store is back.
     s.store.set_failing(false);
     let b = start(&s.cfg).await;
-    s.store.wait_for_orders(N, WAIT).await;
-    probe.wait_drained(C).await;
-    let delivered = assert_delivered_once(&s.store.orders());
-    assert_eq!(delivered.keys().cloned().collect::<Vec<_>>(), ids(&orders));
+    let delivered = wait_delivered_once(&s.store, &mut probe, C, &orders).await;
     assert!(delivered.values().all(|s| s == "paid"));
     assert_eq!(s.store.orders().len(), N);
     assert_eq!(outbox_counts(&b).await, (0, 0));
@@ -272,10 +226,7 @@ async fn several_instances_share_the_outbox_and_deliver_each_order_once() {
     for (i, chunk) in all.chunks(N / gws.len()).enumerate() {
         orders.extend(buy_and_pay(&gws[i % gws.len()], C, chunk).await);
     }
-    s.store.wait_for_orders(N, WAIT).await;
-    probe.wait_drained(C).await;
-    let delivered = assert_delivered_once(&s.store.orders());
-    assert_eq!(delivered.keys().cloned().collect::<Vec<_>>(), ids(&orders));
+    wait_delivered_once(&s.store, &mut probe, C, &orders).await;
     assert_eq!(s.store.orders().len(), N);
     assert_eq!(probe.entries_added(&outbox_key(C)).await, N as u64);
     let mut ok = 0.0;

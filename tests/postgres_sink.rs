@@ -116,11 +116,7 @@ async fn setup(pg: &Postgres, campaign: &str, stock: u64) -> Setup {
 
 /// Sums `flashgate_sink_deliveries_total{sink="postgres",result}`.
 async fn deliveries(api: &impl Api, result: &str) -> f64 {
-    metric(
-        &metrics(api).await,
-        "flashgate_sink_deliveries_total",
-        &[("sink", "postgres"), ("result", result)],
-    )
+    sink_deliveries(api, "postgres", result).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,12 +186,22 @@ async fn paid_order_becomes_one_row_and_redelivery_is_a_noop() {
         None,
     )
     .expect("sink");
-    sink.deliver(&entry).await.expect("re-delivery succeeds");
-    sink.deliver(&entry).await.expect("re-delivery succeeds");
+    let all_stored = |results: Vec<Result<(), flashgate::sink::SinkError>>, n: usize| {
+        assert_eq!(results.len(), n, "one result per entry");
+        for r in results {
+            r.expect("re-delivery succeeds");
+        }
+    };
+    all_stored(sink.deliver(std::slice::from_ref(&entry)).await, 1);
     let mut changed = entry.clone();
     changed.order.payment_id = Some("pay_other".into());
     changed.order.amount_cents += 1;
-    sink.deliver(&changed).await.expect("re-delivery succeeds");
+    // One batch (one multi-row INSERT) holding the order twice and a differing copy.
+    all_stored(
+        sink.deliver(&[entry.clone(), entry.clone(), changed.clone()])
+            .await,
+        3,
+    );
     let after = rows(&db).await.expect("table");
     assert_eq!(after, got, "re-delivery must be a no-op");
 
@@ -449,4 +455,116 @@ async fn second_charge_becomes_one_refund_row_keyed_by_payment() {
     assert_eq!(deliveries(&gw, "ok").await, 2.0);
     assert_eq!(rows(&db).await.expect("table").len(), 1);
     assert_eq!(refund_rows(&db).await.expect("table").len(), 1);
+}
+
+/// An outbox entry made by hand, for delivering straight through the sink.
+fn hand_entry(order_id: &str, event: Event, payment_id: &str) -> Entry {
+    let status = match event {
+        Event::Paid => OrderStatus::Paid,
+        Event::RefundRequired | Event::SecondCharge => OrderStatus::RefundRequired,
+    };
+    Entry {
+        stream: outbox_key("batch"),
+        id: format!("1-{order_id}"),
+        event,
+        order: Order {
+            order_id: order_id.to_owned(),
+            campaign: "batch".into(),
+            sku: SKU.into(),
+            user_id: format!("user-{order_id}"),
+            quantity: 1,
+            amount_cents: PRICE,
+            status,
+            created_at: 1_700_000_000_000,
+            pay_by: 1_700_000_600_000,
+            payment_id: Some(payment_id.to_owned()),
+            paid_at: Some(1_700_000_100_000),
+        },
+    }
+}
+
+/// Counts the INSERT statements on the sink's tables (a statement trigger), by table.
+async fn count_statements(db: &tokio_postgres::Client) {
+    db.batch_execute(
+        "CREATE TABLE statements (tbl text NOT NULL);
+         CREATE FUNCTION count_statement() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN INSERT INTO statements VALUES (TG_TABLE_NAME); RETURN NULL; END $$;
+         CREATE TRIGGER counted AFTER INSERT ON flashgate_orders
+           FOR EACH STATEMENT EXECUTE FUNCTION count_statement();
+         CREATE TRIGGER counted AFTER INSERT ON flashgate_refunds
+           FOR EACH STATEMENT EXECUTE FUNCTION count_statement();",
+    )
+    .await
+    .expect("statement trigger");
+}
+
+async fn statements(db: &tokio_postgres::Client, table: &str) -> i64 {
+    db.query_one("SELECT count(*) FROM statements WHERE tbl = $1", &[&table])
+        .await
+        .expect("count statements")
+        .get(0)
+}
+
+/// A batch is one multi-row INSERT … ON CONFLICT DO NOTHING per table (orders, refunds),
+/// and each entry gets its own answer: one that no retry can store fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_one_insert_per_table_and_a_bad_entry_fails_alone() {
+    let pg = Postgres::start();
+    let db = connect(&pg).await;
+    let sink = flashgate::sink::postgres::PostgresSink::new(
+        &pg.url(),
+        std::time::Duration::from_secs(5),
+        None,
+    )
+    .expect("sink");
+    assert!(sink.batch_size() > 1, "the postgres sink takes batches");
+    // The first delivery creates the tables.
+    let first = hand_entry("o0", Event::Paid, "pay0");
+    assert!(sink.deliver(std::slice::from_ref(&first)).await[0].is_ok());
+    count_statements(&db).await;
+
+    let mut batch: Vec<Entry> = (1..=5)
+        .map(|i| hand_entry(&format!("o{i}"), Event::Paid, &format!("pay{i}")))
+        .collect();
+    batch.push(hand_entry("o6", Event::RefundRequired, "pay6"));
+    batch.push(hand_entry("o1", Event::SecondCharge, "pay1b"));
+    batch.push(hand_entry("o2", Event::SecondCharge, "pay2b"));
+    let mut bad = hand_entry("o7", Event::Paid, "pay7");
+    bad.order.quantity = u32::MAX; // beyond the integer column
+    batch.push(bad);
+    batch.push(first); // stored already: skipped by ON CONFLICT
+
+    let results = sink.deliver(&batch).await;
+    assert_eq!(results.len(), batch.len());
+    for (e, r) in batch.iter().zip(&results) {
+        if e.order.order_id == "o7" {
+            assert!(r.is_err(), "the bad entry is refused");
+        } else {
+            assert!(r.is_ok(), "{}: {r:?}", e.order.order_id);
+        }
+    }
+    assert_eq!(statements(&db, "flashgate_orders").await, 1);
+    assert_eq!(statements(&db, "flashgate_refunds").await, 1);
+    let got = rows(&db).await.expect("table");
+    assert_eq!(
+        got.keys().cloned().collect::<Vec<_>>(),
+        ["o0", "o1", "o2", "o3", "o4", "o5", "o6"]
+    );
+    assert_eq!(got["o6"].status, "refund_required");
+    assert_eq!(got["o1"].payment_id.as_deref(), Some("pay1"));
+    let refunds = refund_rows(&db).await.expect("refunds table");
+    assert_eq!(
+        refunds.keys().cloned().collect::<Vec<_>>(),
+        ["pay1b", "pay2b"]
+    );
+
+    // Delivered again (after a crash before the XACK): one statement per table, no rows.
+    let again: Vec<Entry> = batch
+        .into_iter()
+        .filter(|e| e.order.order_id != "o7")
+        .collect();
+    assert!(sink.deliver(&again).await.iter().all(Result::is_ok));
+    assert_eq!(statements(&db, "flashgate_orders").await, 2);
+    assert_eq!(rows(&db).await.expect("table"), got);
+    assert_eq!(refund_rows(&db).await.expect("refunds table"), refunds);
 }

@@ -311,10 +311,32 @@ fn check_public_keys(identity: &mut IdentityConfig, base: &Path) -> Result<(), S
     Ok(())
 }
 
-/// What `sink::http::HttpSink::new` needs: an absolute http:// or https:// URL with a host.
+/// More deliveries in flight than this is a typo, not a tuning: each holds a request (or a
+/// share of the PostgreSQL batch) and its memory.
+const MAX_DELIVERY_CONCURRENCY: usize = 1024;
+
+/// The delivery bounds, and what `sink::http::HttpSink::new` needs: an absolute http://
+/// or https:// URL with a host.
 fn check_orders(d: &mut Diag<'_>, orders: &OrdersConfig) {
-    if orders.max_attempts == 0 {
-        d.error_at_key("orders.max_attempts", "must be > 0");
+    if orders.max_attempts == Some(0) {
+        d.error_at_key(
+            "orders.max_attempts",
+            "must be > 0 (leave it out for no bound)",
+        );
+    }
+    if !(1..=MAX_DELIVERY_CONCURRENCY).contains(&orders.delivery_concurrency) {
+        d.error_at_key(
+            "orders.delivery_concurrency",
+            format!("must be between 1 and {MAX_DELIVERY_CONCURRENCY}"),
+        );
+    }
+    for (field, bound) in [
+        ("orders.sink_timeout", orders.sink_timeout),
+        ("orders.give_up_after", orders.give_up_after),
+    ] {
+        if bound.0.is_zero() {
+            d.error_at_key(field, "must be greater than zero");
+        }
     }
     match (&orders.http_url, orders.sink) {
         (None, SinkKind::Http) => {

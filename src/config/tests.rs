@@ -424,6 +424,45 @@ fn http_sink_requires_url() {
 }
 
 #[test]
+fn outbox_delivery_defaults() {
+    let fx = Fixture::new(GATEWAY, &[("sale.toml", CAMPAIGN)]);
+    let c = Config::load(&fx.gateway(), &env).expect("valid");
+    assert_eq!(c.orders.delivery_concurrency, 16);
+    assert_eq!(c.orders.sink_timeout.0, Duration::from_secs(5));
+    assert_eq!(c.orders.give_up_after.0, Duration::from_secs(24 * 3600));
+    assert_eq!(c.orders.retry_max.0, Duration::from_secs(300));
+    assert_eq!(
+        c.orders.max_attempts, None,
+        "no bound by count unless asked"
+    );
+}
+
+#[test]
+fn outbox_delivery_bounds_are_checked_where_written() {
+    for (line, field) in [
+        ("delivery_concurrency = 0", "orders.delivery_concurrency"),
+        ("delivery_concurrency = 5000", "orders.delivery_concurrency"),
+        ("sink_timeout = \"0s\"", "orders.sink_timeout"),
+        ("give_up_after = \"0s\"", "orders.give_up_after"),
+        ("max_attempts = 0", "orders.max_attempts"),
+    ] {
+        let gw = format!("{GATEWAY}{line}\n");
+        let (fx, err) = gateway_err(&gw);
+        let key = line.split(' ').next().unwrap();
+        assert_error(&err, &fx.gateway(), pos_of(&gw, key), field);
+    }
+    let gw = format!(
+        "{GATEWAY}delivery_concurrency = 4\nsink_timeout = \"750ms\"\ngive_up_after = \"3d\"\nmax_attempts = 50\n"
+    );
+    let fx = Fixture::new(&gw, &[("sale.toml", CAMPAIGN)]);
+    let c = Config::load(&fx.gateway(), &env).expect("valid");
+    assert_eq!(c.orders.delivery_concurrency, 4);
+    assert_eq!(c.orders.sink_timeout.0, Duration::from_millis(750));
+    assert_eq!(c.orders.give_up_after.0, Duration::from_secs(3 * 86_400));
+    assert_eq!(c.orders.max_attempts, Some(50));
+}
+
+#[test]
 fn postgres_sink_requires_url_env_var() {
     let gw = GATEWAY.replace(r#"sink = "http""#, r#"sink = "postgres""#);
     let (fx, err) = gateway_err(&gw);

@@ -1,7 +1,7 @@
 //! The sale's background work, one task each, all stopped by the shutdown signal:
 //! bootstrap (scripts + stock once Redis answers), refresh (the public `remaining`, the
-//! pause switch and the gauges, once a second), the expiry sweeper, the outbox consumer,
-//! fair admission's draws and the rate limiters' garbage collection.
+//! pause switch and the gauges, once a second), the expiry sweeper, the outbox consumer
+//! and its heartbeat, fair admission's draws and the rate limiters' garbage collection.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{outbox, sweeper, Sale};
+use super::{heartbeat, outbox, sweeper, Sale};
 
 /// How often bootstrap retries while Redis is away.
 const BOOTSTRAP_RETRY: Duration = Duration::from_millis(250);
@@ -40,8 +40,15 @@ impl Sale {
             metrics: i.metrics.clone(),
             sink: i.sink.clone(),
             cfg: i.orders.clone(),
+            clock: i.clock.clone(),
             name: outbox::consumer_name(),
         };
+        let heartbeat = heartbeat::run(
+            i.store.clone(),
+            i.registry.clone(),
+            consumer.name.clone(),
+            shutdown.clone(),
+        );
         vec![
             tokio::spawn(self.clone().bootstrap(shutdown.clone())),
             tokio::spawn(self.clone().refresh(shutdown.clone())),
@@ -52,6 +59,7 @@ impl Sale {
             )),
             tokio::spawn(consumer.run(shutdown.clone())),
             tokio::spawn(self.clone().admission(shutdown.clone())),
+            tokio::spawn(heartbeat),
             i.limiters.spawn_gc(LIMITER_GC, shutdown.clone()),
         ]
     }

@@ -10,7 +10,9 @@
 mod admission;
 mod background;
 mod buy;
+mod delivery;
 mod error;
+mod heartbeat;
 mod operate;
 mod orders;
 mod outbox;

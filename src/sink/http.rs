@@ -4,6 +4,8 @@
 //! A second charge's refund is keyed `<order_id>:<payment_id>`, so the store's dedupe by
 //! order never swallows it.
 //! An `https://` URL is verified like the store (system roots + `upstream.ca_file`).
+//! One request per entry, its answer bounded by `orders.sink_timeout`; the outbox runs up
+//! to `orders.delivery_concurrency` of them at once.
 
 use std::path::Path;
 use std::time::Duration;
@@ -78,10 +80,11 @@ impl HttpSink {
             .map_err(|e| SinkError::Config(e.to_string()))?;
         let res = tokio::time::timeout(self.timeout, self.client.request(req))
             .await
-            .map_err(|_| SinkError::Unreachable("timed out".into()))?
+            .map_err(|_| SinkError::Unreachable(format!("no answer within {:?}", self.timeout)))?
             .map_err(|e| SinkError::Unreachable(e.to_string()))?;
         let status = res.status();
-        // Drain the body so the connection goes back to the pool.
+        // Drain the body so the connection goes back to the pool; the status already
+        // decided the outcome.
         let _ = tokio::time::timeout(self.timeout, res.into_body().collect()).await;
         if status.is_success() {
             Ok(())
@@ -96,7 +99,13 @@ impl Sink for HttpSink {
         "http"
     }
 
-    fn deliver<'a>(&'a self, entry: &'a Entry) -> DeliverFuture<'a> {
-        Box::pin(self.post(entry))
+    fn deliver<'a>(&'a self, entries: &'a [Entry]) -> DeliverFuture<'a> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(entries.len());
+            for e in entries {
+                out.push(self.post(e).await);
+            }
+            out
+        })
     }
 }

@@ -1,6 +1,10 @@
 //! Where paid orders (and refund events) go once they leave Redis: one small trait, one
 //! file per sink. A sink reports success only once the order is durably stored; it must
 //! be idempotent by `order_id` because delivery is at least once.
+//!
+//! A sink takes a batch (at most [`Sink::batch_size`] entries) and answers for each
+//! entry, so the outbox acknowledges exactly what was stored: the http sink takes one
+//! entry per request, PostgreSQL a multi-row INSERT per batch.
 
 pub mod http;
 pub mod postgres;
@@ -12,7 +16,8 @@ use std::sync::Arc;
 use crate::config::{Config, SinkKind};
 use crate::stock::outbox::Entry;
 
-#[derive(Debug, thiserror::Error)]
+/// Cloneable: one failed statement fails each entry of its batch.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SinkError {
     #[error("sink unreachable: {0}")]
     Unreachable(String),
@@ -22,13 +27,19 @@ pub enum SinkError {
     Config(String),
 }
 
-pub type DeliverFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+/// One result per entry of the batch, in the batch's order.
+pub type DeliverFuture<'a> = Pin<Box<dyn Future<Output = Vec<Result<(), SinkError>>> + Send + 'a>>;
 
 pub trait Sink: Send + Sync {
     /// The `sink` label in metrics.
     fn name(&self) -> &'static str;
-    /// Durably stores one paid order or refund event; `Ok` only when it is stored.
-    fn deliver<'a>(&'a self, entry: &'a Entry) -> DeliverFuture<'a>;
+    /// The most entries one [`Sink::deliver`] call takes.
+    fn batch_size(&self) -> usize {
+        1
+    }
+    /// Durably stores paid orders and refund events, at most `batch_size` of them, each
+    /// bounded by the sink's own timeout; an entry's `Ok` only once it is stored.
+    fn deliver<'a>(&'a self, entries: &'a [Entry]) -> DeliverFuture<'a>;
 }
 
 /// The sink the configuration asks for.
@@ -43,7 +54,7 @@ pub async fn from_config(cfg: &Config) -> Result<Arc<dyn Sink>, SinkError> {
             Arc::new(http::HttpSink::new(
                 url,
                 cfg.secrets.sink_secret.as_deref(),
-                cfg.upstream.timeout.0,
+                cfg.orders.sink_timeout.0,
                 cfg.upstream.ca_file.as_deref(),
             )?)
         }
@@ -53,10 +64,9 @@ pub async fn from_config(cfg: &Config) -> Result<Arc<dyn Sink>, SinkError> {
                 .postgres_url
                 .as_deref()
                 .ok_or_else(|| SinkError::Config("postgres url missing".into()))?;
-            // The same bound on one delivery as the http sink's.
             Arc::new(postgres::PostgresSink::new(
                 url,
-                cfg.upstream.timeout.0,
+                cfg.orders.sink_timeout.0,
                 cfg.orders.postgres_ca_file.as_deref(),
             )?)
         }

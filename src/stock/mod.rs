@@ -607,6 +607,12 @@ impl Store {
         self.query(&cmd).await
     }
 
+    /// Redis' clock now, as estimated from `clock` and the last `sync_clock` (`clock`
+    /// itself before the first one).
+    pub fn redis_now_ms(&self, clock: &Clock) -> i64 {
+        self.redis_clock.now_ms(clock.now_ms())
+    }
+
     /// Measures Redis' clock against `clock` (one `TIME`), for reservation deadlines.
     pub async fn sync_clock(&self, clock: &Clock) -> Result<(), StoreError> {
         let before = clock.now_ms();

@@ -52,6 +52,11 @@ pub struct PendingEntry {
     pub deliveries: u64,
 }
 
+/// When an entry was queued: the milliseconds part of its stream id (Redis' clock).
+pub fn queued_at_ms(id: &str) -> Option<i64> {
+    id.split_once('-')?.0.parse().ok()
+}
+
 /// Parses an entry; `None` for a malformed one (it is dead-lettered, never dropped).
 pub fn parse(stream: &str, e: &StreamId) -> Result<Entry, String> {
     let get = |k: &str| match e.map.get(k) {
@@ -173,18 +178,18 @@ impl Store {
         Ok(reply.ids)
     }
 
-    /// The sink has the entry: acknowledge and delete it, atomically.
-    pub async fn ack(&self, con: &mut Conn, stream: &str, id: &str) -> Result<(), StoreError> {
+    /// The sink has the entries (of one stream): acknowledge and delete them, atomically.
+    pub async fn ack(&self, con: &mut Conn, stream: &str, ids: &[&str]) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("XACK")
             .arg(stream)
             .arg(GROUP)
-            .arg(id)
+            .arg(ids)
             .ignore()
             .cmd("XDEL")
             .arg(stream)
-            .arg(id)
+            .arg(ids)
             .ignore();
         self.background(pipe.query_async::<()>(con)).await
     }
@@ -225,6 +230,20 @@ impl Store {
             .arg(GROUP)
             .arg(me)
             .arg(min_idle_ms);
+        self.background(inv.invoke_async(con)).await
+    }
+
+    /// Stamps consumer `me` alive (Redis' clock) and returns the consumers whose last
+    /// stamp is older than `stale_ms`: instances that are gone.
+    pub async fn heartbeat(
+        &self,
+        con: &mut Conn,
+        keys: &CampaignKeys,
+        me: &str,
+        stale_ms: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut inv = self.scripts.heartbeat.prepare_invoke();
+        inv.key(&keys.consumers).arg(me).arg(stale_ms);
         self.background(inv.invoke_async(con)).await
     }
 
@@ -275,6 +294,13 @@ mod tests {
             id: "1-0".into(),
             map,
         }
+    }
+
+    #[test]
+    fn the_queue_time_is_the_ids_millisecond_part() {
+        assert_eq!(queued_at_ms("1700000000123-4"), Some(1_700_000_000_123));
+        assert_eq!(queued_at_ms("bogus"), None);
+        assert_eq!(queued_at_ms("x-1"), None);
     }
 
     #[test]

@@ -39,6 +39,11 @@ impl RedisClock {
         self.measured.store(true, Ordering::Relaxed);
     }
 
+    /// Redis' time at the gateway's `now_ms`: the gateway's time until measured.
+    pub(crate) fn now_ms(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_add(self.offset_ms.load(Ordering::Relaxed))
+    }
+
     /// The deadline (Redis' clock, ms) for a script sent at the gateway's `now_ms`, or ""
     /// before the first measurement (no check: Redis has not answered yet anyway).
     ///

@@ -26,6 +26,7 @@ pub(crate) struct Scripts {
     pub(crate) enter: Script,
     pub(crate) draw: Script,
     pub(crate) entry: Script,
+    pub(crate) heartbeat: Script,
 }
 
 impl Scripts {
@@ -43,10 +44,11 @@ impl Scripts {
             enter: script!("enter.lua"),
             draw: script!("draw.lua"),
             entry: script!("entry.lua"),
+            heartbeat: script!("heartbeat.lua"),
         }
     }
 
-    pub(crate) fn all(&self) -> [&Script; 12] {
+    pub(crate) fn all(&self) -> [&Script; 13] {
         [
             &self.reserve,
             &self.cancel,
@@ -60,6 +62,7 @@ impl Scripts {
             &self.enter,
             &self.draw,
             &self.entry,
+            &self.heartbeat,
         ]
     }
 }

@@ -2,6 +2,9 @@
 //!
 //! - `POST /flashgate/orders` records the delivery (headers, raw body, JSON) and answers
 //!   200 — or 503 while `set_failing(true)`; failed attempts are counted, not recorded.
+//!   While `set_hanging(true)` it answers nothing: the request is held (counted in
+//!   `held`, the most at once in `max_held`) until `set_hanging(false)`, then answered
+//!   503 and not recorded — a store that hung and gave up.
 //! - Any other request is echoed back as JSON:
 //!   `{"method", "path" (with query), "headers": {name: value}, "body": text}`.
 //!   Test knobs on the request: `x-test-status: <code>` sets the status,
@@ -65,6 +68,28 @@ struct Shared {
     streams_closed: AtomicUsize,
     /// Echo tunnels that ended.
     tunnels_closed: AtomicUsize,
+    /// `true` while order deliveries are held unanswered.
+    hanging: tokio::sync::watch::Sender<bool>,
+    /// Order deliveries held right now, and the most held at once.
+    held: AtomicUsize,
+    max_held: AtomicUsize,
+}
+
+/// One held delivery, counted while it lasts (also when the gateway gives up on it).
+struct Held<'a>(&'a Shared);
+
+impl<'a> Held<'a> {
+    fn new(shared: &'a Shared) -> Held<'a> {
+        let now = shared.held.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.max_held.fetch_max(now, Ordering::SeqCst);
+        Held(shared)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub struct TestStore {
@@ -166,6 +191,22 @@ impl TestStore {
     /// While failing, `POST /flashgate/orders` answers 503 and records nothing.
     pub fn set_failing(&self, failing: bool) {
         self.shared.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// While hanging, `POST /flashgate/orders` is held unanswered; on `false` the held
+    /// ones are answered 503 (not recorded) and new ones served as usual.
+    pub fn set_hanging(&self, hanging: bool) {
+        self.shared.hanging.send_replace(hanging);
+    }
+
+    /// Order deliveries held unanswered right now.
+    pub fn held(&self) -> usize {
+        self.shared.held.load(Ordering::SeqCst)
+    }
+
+    /// The most order deliveries held at once so far.
+    pub fn max_held(&self) -> usize {
+        self.shared.max_held.load(Ordering::SeqCst)
     }
 
     /// Waits until at least `n` deliveries arrived; panics after `timeout`.
@@ -280,6 +321,12 @@ async fn handle_inner(
         .unwrap_or_default();
     if parts.method == http::Method::POST && parts.uri.path() == "/flashgate/orders" {
         shared.attempts.fetch_add(1, Ordering::SeqCst);
+        if *shared.hanging.borrow() {
+            let _held = Held::new(&shared);
+            let mut hanging = shared.hanging.subscribe();
+            let _ = hanging.wait_for(|h| !*h).await;
+            return Ok(reply(503, r#"{"error":"hung, then gave up"}"#));
+        }
         if shared.failing.load(Ordering::SeqCst) {
             return Ok(reply(503, r#"{"error":"failing on purpose"}"#));
         }

@@ -346,6 +346,15 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// `flashgate_sink_deliveries_total{sink, result}` now.
+pub async fn sink_deliveries(api: &impl Api, sink: &str, result: &str) -> f64 {
+    metric(
+        &metrics(api).await,
+        "flashgate_sink_deliveries_total",
+        &[("sink", sink), ("result", result)],
+    )
+}
+
 /// Polls `/metrics` until `name{labels}` equals `want`.
 pub async fn wait_metric(api: &impl Api, name: &str, labels: &[(&str, &str)], want: f64) {
     let what = format!("{name}{labels:?} == {want}");
@@ -504,6 +513,56 @@ impl Probe {
     }
 }
 
+// === many orders ===
+
+/// Buys and pays one unit of `sku` for each user, ten at a time; returns the orders.
+pub async fn buy_and_pay_each(
+    api: &impl Api,
+    campaign: &str,
+    sku: &str,
+    users: &[String],
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    for chunk in users.chunks(10) {
+        let mut set = tokio::task::JoinSet::new();
+        for user in chunk {
+            let api = api.endpoints();
+            let (campaign, sku, user) = (campaign.to_owned(), sku.to_owned(), user.clone());
+            set.spawn(async move {
+                let order = buy_ok(&api, &campaign, &sku, &user).await;
+                pay_ok(&api, &order).await;
+                order
+            });
+        }
+        while let Some(o) = set.join_next().await {
+            out.push(o.expect("buy+pay task"));
+        }
+    }
+    out
+}
+
+/// `n` user names: `<prefix>00`, `<prefix>01`, …
+pub fn users(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i:02}")).collect()
+}
+
+/// The orders' ids, sorted.
+pub fn ids(orders: &[Value]) -> Vec<String> {
+    let mut v: Vec<String> = orders.iter().map(|o| order_id(o).to_owned()).collect();
+    v.sort();
+    v
+}
+
+/// The ledger of an item of which `paid` units were paid and nothing else happened.
+pub fn paid_stats(initial: i64, paid: i64) -> Stats {
+    Stats {
+        initial,
+        remaining: initial - paid,
+        paid,
+        ..Stats::default()
+    }
+}
+
 // === what the store received ===
 
 /// Deliveries per `order_id` (from the body), in arrival order.
@@ -539,6 +598,22 @@ pub fn assert_delivered_once(orders: &[RecordedOrder]) -> BTreeMap<String, Strin
         out.insert(id, status);
     }
     out
+}
+
+/// Waits until the store has a delivery of each of `orders` and the campaign's outbox is
+/// drained; asserts that each arrived exactly once (as `assert_delivered_once`) and
+/// nothing else did. Returns order_id → event status.
+pub async fn wait_delivered_once(
+    store: &TestStore,
+    probe: &mut Probe,
+    campaign: &str,
+    orders: &[Value],
+) -> BTreeMap<String, String> {
+    store.wait_for_orders(orders.len(), WAIT).await;
+    probe.wait_drained(campaign).await;
+    let delivered = assert_delivered_once(&store.orders());
+    assert_eq!(delivered.keys().cloned().collect::<Vec<_>>(), ids(orders));
+    delivered
 }
 
 // === time ===
