@@ -2,6 +2,9 @@
 --
 -- KEYS[1]  <base>order:<id>   KEYS[2] <base>outbox   KEYS[3] <base>deadlines
 -- ARGV[1]  base   ARGV[2] payment_id   ARGV[3] amount_cents paid   ARGV[4] retain_ms
+-- ARGV[5]  "1" when the caller WAITs for replicas after this call (redis.replica_ack): a
+--          repeat (`*_dup`) then writes a mark on the order, so that the WAIT covers it —
+--          and with it, replication being ordered, the first answer's writes.
 -- Built inside from the stored order: <base>item:<sku>, <base>user:<user>, <base>holders:<sku>.
 -- Returns {outcome, ORDER_FIELDS...} with outcome one of:
 --   "paid"        pending -> paid; a `paid` event is in the outbox
@@ -20,6 +23,9 @@
 local okey, outbox, dkey = KEYS[1], KEYS[2], KEYS[3]
 local base, payment_id, paid_amount, retain = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local function reply(outcome)
+  if ARGV[5] == '1' and string.sub(outcome, -4) == '_dup' then
+    redis.call('HSET', okey, 'repeated_at', now_ms())
+  end
   local r = order_fields(okey)
   table.insert(r, 1, outcome)
   return r

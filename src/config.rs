@@ -120,6 +120,11 @@ pub struct RedisConfig {
     /// [`Config::load`].
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Extension: a payment callback is answered 2xx only once `WAIT` confirms this many
+    /// replicas have its writes (0: not waited for). Asynchronous replication can lose
+    /// an acknowledged write in a failover; this closes that window for paid orders.
+    #[serde(default)]
+    pub replica_ack: u32,
 }
 
 fn d_redis_url() -> String {

@@ -227,6 +227,10 @@ fn check_redis(d: &mut Diag<'_>, redis: &RedisConfig) {
             d.error_at_key("redis.ca_file", msg);
         }
     }
+    if redis.replica_ack > 0 && !redis.cluster_urls.is_empty() {
+        let msg = "not supported with redis.cluster_urls yet (a callback's WAIT must run on the node that owns its campaign)";
+        d.error_at_key("redis.replica_ack", msg);
+    }
 }
 
 /// What `proxy::Proxy::new` needs: an absolute http:// or https:// URL with a host and

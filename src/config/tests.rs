@@ -740,6 +740,29 @@ fn cluster_urls_load() {
     assert_eq!(c.redis.cluster_urls.len(), 2);
 }
 
+#[test]
+fn replica_ack_loads_and_is_refused_on_a_cluster() {
+    let gw = GATEWAY.replace(
+        "url = \"redis://127.0.0.1:6379/0\"",
+        "url = \"redis://127.0.0.1:6379/0\"\nreplica_ack = 1",
+    );
+    let c = Fixture::new(&gw, &[("sale.toml", CAMPAIGN)])
+        .load()
+        .expect("loads");
+    assert_eq!(c.redis.replica_ack, 1);
+    let gw = GATEWAY.replace(
+        "url = \"redis://127.0.0.1:6379/0\"",
+        "cluster_urls = [\"redis://10.0.0.1:7000\"]\nreplica_ack = 1",
+    );
+    let (fx, err) = gateway_err(&gw);
+    assert_error(
+        &err,
+        &fx.gateway(),
+        pos_of(&gw, "replica_ack"),
+        "redis.replica_ack",
+    );
+}
+
 // === every problem, secrets, warnings (Config::check) ===
 
 fn check(fx: &Fixture, env: EnvLookup<'_>) -> Report {

@@ -105,7 +105,8 @@ fn unreachable(e: &StoreError) -> bool {
                 || e.is_connection_dropped()
                 || e.is_connection_refusal()
         }
-        StoreError::Config(_) | StoreError::Protocol(_) => false,
+        // Redis answered; its replicas are behind.
+        StoreError::Config(_) | StoreError::Protocol(_) | StoreError::NotReplicated { .. } => false,
     }
 }
 

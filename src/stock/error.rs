@@ -17,6 +17,8 @@ pub enum StoreError {
     Config(String),
     #[error("unexpected reply from redis: {0}")]
     Protocol(String),
+    #[error("only {acked} of {wanted} replicas confirmed the write in time")]
+    NotReplicated { acked: u32, wanted: u32 },
 }
 
 impl StoreError {
@@ -33,6 +35,10 @@ impl StoreError {
             StoreError::CircuitOpen => StoreError::CircuitOpen,
             StoreError::Config(m) => StoreError::Config(m.clone()),
             StoreError::Protocol(m) => StoreError::Protocol(m.clone()),
+            StoreError::NotReplicated { acked, wanted } => StoreError::NotReplicated {
+                acked: *acked,
+                wanted: *wanted,
+            },
         }
     }
 

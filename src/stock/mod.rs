@@ -33,6 +33,9 @@ pub use keys::{CampaignKeys, Holders};
 pub use order::{Order, OrderStatus};
 use scripts::Scripts;
 
+/// Dedicated connections kept for callbacks that WAIT for replicas.
+const MAX_WAITING_CONNS: usize = 8;
+
 /// How long a closed (paid, expired, cancelled) order stays readable in Redis.
 pub const RETAIN_CLOSED: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -164,6 +167,11 @@ pub struct Store {
     batcher: Arc<batch::Batcher>,
     /// `flashgate_reserve_batch_size`, when observed.
     batch_sizes: Option<prometheus::Histogram>,
+    /// `redis.replica_ack`: replicas a payment's writes must reach before it is answered.
+    replica_ack: u32,
+    /// Dedicated connections for callbacks that `WAIT` (each used by one call at a time:
+    /// a `WAIT` blocks its connection).
+    waiting_conns: Arc<std::sync::Mutex<Vec<Conn>>>,
 }
 
 type Reply = Vec<Option<String>>;
@@ -209,6 +217,8 @@ impl Store {
             redis_clock: Arc::default(),
             batcher: Arc::default(),
             batch_sizes: None,
+            replica_ack: cfg.replica_ack,
+            waiting_conns: Arc::default(),
         })
     }
 
@@ -242,6 +252,47 @@ impl Store {
                 Ok(inv.invoke_async(&mut con).await?)
             })
             .await
+    }
+
+    /// One script call whose writes must reach `redis.replica_ack` replicas: the script
+    /// and a `WAIT` on one dedicated connection (a `WAIT` covers its own connection's
+    /// writes and blocks that connection, so never the shared one).
+    async fn run_replicated(&self, inv: redis::ScriptInvocation<'_>) -> Result<Reply, StoreError> {
+        let pooled = self
+            .waiting_conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        let mut con = match pooled {
+            Some(c) => c,
+            None => self.conn.dedicated().await?,
+        };
+        let wait_ms = millis(self.conn.timeout());
+        let wanted = self.replica_ack;
+        let result = self
+            .conn
+            .bounded(self.limit() + self.conn.timeout(), async {
+                let reply: Reply = inv.invoke_async(&mut con).await?;
+                let acked: u32 = redis::cmd("WAIT")
+                    .arg(wanted)
+                    .arg(wait_ms)
+                    .query_async(&mut con)
+                    .await?;
+                Ok((reply, acked))
+            })
+            .await;
+        if result.is_ok() {
+            let mut pool = self.waiting_conns.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < MAX_WAITING_CONNS {
+                pool.push(con);
+            }
+        }
+        let (reply, acked) = result?;
+        if acked < wanted {
+            tracing::warn!(acked, wanted, "a payment's writes did not reach enough replicas in time; answering 503 so the provider retries");
+            return Err(StoreError::NotReplicated { acked, wanted });
+        }
+        Ok(reply)
     }
 
     /// One command on the shared connection.
@@ -432,8 +483,13 @@ impl Store {
         inv.arg(&keys.base)
             .arg(payment_id)
             .arg(amount_cents)
-            .arg(millis(RETAIN_CLOSED));
-        let reply: Reply = self.run(inv).await?;
+            .arg(millis(RETAIN_CLOSED))
+            .arg(if self.replica_ack > 0 { "1" } else { "" });
+        let reply: Reply = if self.replica_ack > 0 {
+            self.run_replicated(inv).await?
+        } else {
+            self.run(inv).await?
+        };
         Ok(match tag(&reply) {
             "paid" => ConfirmOutcome::Paid(order_in(&reply)?),
             "paid_dup" => ConfirmOutcome::AlreadyPaid(order_in(&reply)?),

@@ -78,6 +78,12 @@ impl RedisServer {
         Self::start_inner(true, args, tls)
     }
 
+    /// Starts a replica of `primary` (`--replicaof`), without persistence.
+    pub fn start_replica_of(primary: &RedisServer) -> RedisServer {
+        let args = ["--replicaof", "127.0.0.1", &primary.port().to_string()].map(String::from);
+        Self::start_inner(false, args.to_vec(), None)
+    }
+
     /// Starts Redis with `appendonly yes` and `appendfsync always`: every acknowledged
     /// write survives `stop()`, `kill()` and `restart()`.
     pub fn start_with_aof() -> RedisServer {
