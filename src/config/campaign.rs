@@ -198,6 +198,9 @@ pub fn valid_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// 2^53 - 1: the largest integer Lua's doubles (Redis scripts) hold exactly.
+const MAX_EXACT: i64 = (1 << 53) - 1;
+
 const ID_RULE: &str = "must be 1-64 characters of A-Z a-z 0-9 - _";
 
 fn to_offset(dt: &toml::value::Datetime) -> Result<OffsetDateTime, String> {
@@ -394,6 +397,12 @@ fn items(d: &mut Diag<'_>) -> Option<Vec<Item>> {
         }
         if *it.stock.get_ref() < 0 {
             bad(it.stock.span(), "stock", "must not be negative");
+        } else if *it.stock.get_ref() > MAX_EXACT {
+            // Redis scripts count in doubles: above 2^53 - 1 a decrement can be lost.
+            let m = format!(
+                "must be at most {MAX_EXACT} (the largest count Redis' scripts keep exactly)"
+            );
+            bad(it.stock.span(), "stock", &m);
         }
         if *it.price_cents.get_ref() < 0 {
             bad(it.price_cents.span(), "price_cents", "must not be negative");

@@ -1160,3 +1160,16 @@ fn tls_ca_files_resolve_next_to_the_gateway_file_and_an_unused_one_is_a_warning(
     let pg_ca = fx.dir.path().join("pg-ca.pem");
     assert_eq!(c.orders.postgres_ca_file, Some(pg_ca));
 }
+
+#[test]
+fn a_stock_beyond_exact_script_arithmetic_is_an_error() {
+    let c = CAMPAIGN.replace("stock = 10\n", "stock = 9007199254740992\n");
+    let (fx, err) = campaign_err(&c);
+    let at = pos_after(&c, "stock = 9");
+    let at = (at.0, at.1 - 1);
+    assert_error(&err, &fx.campaign("sale.toml"), at, "items.stock");
+    let ok = CAMPAIGN.replace("stock = 10\n", "stock = 9007199254740991\n");
+    Fixture::new(GATEWAY, &[("sale.toml", &ok)])
+        .load()
+        .expect("2^53 - 1 loads");
+}
