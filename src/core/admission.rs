@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::{Sale, SaleError};
 use crate::admission::{member_user, Seed, WinThreshold};
-use crate::campaign::CampaignState;
+use crate::campaign::{CampaignState, Window};
 use crate::clock::{millis, unix_ms};
 use crate::config::Admission;
 use crate::identity::IdentityError;
@@ -179,13 +179,18 @@ impl Sale {
         }
     }
 
+    /// The campaign's window is over: selection has stopped (the campaign's own rule).
+    fn ended(&self, c: &CampaignState) -> bool {
+        c.window(self.inner.clock.now()) == Window::Ended
+    }
+
     fn seed_of(c: &CampaignState) -> Result<&Seed, SaleError> {
         c.seed.get().ok_or(SaleError::AdmissionNotReady)
     }
 
     fn entry_view(&self, c: &CampaignState, user: String, state: &EntryState) -> Option<EntryView> {
         let now = self.inner.clock.now_ms();
-        let ended = now >= unix_ms(c.cfg.ends_at);
+        let ended = self.ended(c);
         let status = status_of(state, now, ended);
         let drawn = state.drawn_at.is_some();
         let ticket = drawn
@@ -307,7 +312,7 @@ impl Sale {
             .metrics
             .admission_event(&c.cfg.id, "not-selected", 1);
         let now = self.inner.clock.now_ms();
-        let ended = now >= unix_ms(c.cfg.ends_at);
+        let ended = self.ended(c);
         let (status, position) = match state.entered_at {
             None => ("not-entered", None),
             Some(_) => {
@@ -330,7 +335,6 @@ impl Sale {
     /// The public view's `admission` member; `None` for first come, first served.
     pub(super) fn admission_view(&self, c: &CampaignState) -> Option<AdmissionView> {
         let seed = c.seed.get();
-        let now = self.inner.clock.now_ms();
         let mut v = AdmissionView {
             mode: c.cfg.admission.mode(),
             commitment: seed.map(Seed::commitment),
@@ -358,7 +362,7 @@ impl Sale {
             }
             Admission::InstantDraw { win_probability } => {
                 v.win_probability = Some(win_probability);
-                if now >= unix_ms(c.cfg.ends_at) {
+                if self.ended(c) {
                     v.seed = seed.map(Seed::hex);
                 }
             }
@@ -376,7 +380,7 @@ impl Sale {
         }
         let n: AdmissionCounts = self.inner.store.admission_counts(&c.keys).await?;
         let rest = n.entrants.saturating_sub(n.considered);
-        let ended = self.inner.clock.now_ms() >= unix_ms(c.cfg.ends_at);
+        let ended = self.ended(c);
         let drawn = n.drawn_at.is_some();
         Ok(Some(AdmissionLedger {
             mode: "raffle",
@@ -398,7 +402,7 @@ impl Sale {
         let drawn = counts.drawn_at.is_some();
         let seed = c.seed.get();
         let now = self.inner.clock.now_ms();
-        let ended = now >= unix_ms(c.cfg.ends_at);
+        let ended = self.ended(&c);
         let mut entrants = Vec::new();
         let mut start = 0;
         loop {

@@ -118,8 +118,9 @@ pub struct AdmissionCounts {
     pub lapsed: u64,
 }
 
-fn count(v: Option<i64>) -> u64 {
-    v.and_then(|n| u64::try_from(n).ok()).unwrap_or(0)
+/// A count Redis returned; a missing or negative one reads as 0.
+fn count(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
 }
 
 /// Most entrants one `draw.lua` call selects or lapses: about 15 ms of Redis time, so a
@@ -199,8 +200,8 @@ impl Store {
             let r: Vec<i64> = self.run(inv).await?;
             let at = |i: usize| r.get(i).copied().unwrap_or(0);
             total.drew |= at(0) == 1;
-            total.lapsed += count(Some(at(1)));
-            total.selected += count(Some(at(2)));
+            total.lapsed += count(at(1));
+            total.selected += count(at(2));
             total.drawn_at = Some(at(4)).filter(|t| *t > 0);
             if at(3) == 0 {
                 return Ok(total);
@@ -240,12 +241,12 @@ impl Store {
         let (entrants, open, a): (i64, i64, Vec<Option<i64>>) = self.query_pipe(&pipe).await?;
         let a = |i: usize| a.get(i).copied().flatten();
         Ok(AdmissionCounts {
-            entrants: count(Some(entrants)),
+            entrants: count(entrants),
             drawn_at: a(0),
-            considered: count(a(1)),
-            open_claims: count(Some(open)),
-            claimed: count(a(2)),
-            lapsed: count(a(3)),
+            considered: count(a(1).unwrap_or(0)),
+            open_claims: count(open),
+            claimed: count(a(2).unwrap_or(0)),
+            lapsed: count(a(3).unwrap_or(0)),
         })
     }
 
