@@ -125,6 +125,41 @@ pub struct RedisConfig {
     /// an acknowledged write in a failover; this closes that window for paid orders.
     #[serde(default)]
     pub replica_ack: u32,
+    /// Extension (SPEC §3): Redis behind Sentinel, instead of `url`. The gateway asks the
+    /// sentinels which node is the master and follows it through failovers.
+    #[serde(default)]
+    pub sentinel: Option<SentinelConfig>,
+}
+
+/// `redis.sentinel = { master = "…", urls = ["redis://…:26379", …] }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelConfig {
+    /// The name the sentinels monitor the master under (`sentinel monitor <name> …`).
+    pub master: String,
+    /// The sentinels, asked in this order. The master is reached the way they are: the
+    /// same scheme (`rediss://` is TLS), credentials and database.
+    pub urls: Vec<String>,
+}
+
+impl RedisConfig {
+    /// The URLs the gateway dials first: the sentinels, the cluster's seeds, or `url`.
+    pub fn urls(&self) -> &[String] {
+        match (&self.sentinel, self.cluster_urls.is_empty()) {
+            (Some(s), _) => &s.urls,
+            (None, false) => &self.cluster_urls,
+            (None, true) => std::slice::from_ref(&self.url),
+        }
+    }
+
+    /// The field [`RedisConfig::urls`] comes from, for messages.
+    pub fn urls_field(&self) -> &'static str {
+        match (&self.sentinel, self.cluster_urls.is_empty()) {
+            (Some(_), _) => "redis.sentinel.urls",
+            (None, false) => "redis.cluster_urls",
+            (None, true) => "redis.url",
+        }
+    }
 }
 
 fn d_redis_url() -> String {

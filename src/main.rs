@@ -79,10 +79,10 @@ fn summary(cfg: &Config, no_secrets: bool) -> std::io::Result<()> {
         "  public {}  admin {}  redis {}  upstream {}  sink {}",
         cfg.server.listen,
         cfg.server.admin_listen,
-        if cfg.redis.cluster_urls.is_empty() {
-            cfg.redis.url.clone()
-        } else {
-            format!("cluster {}", cfg.redis.cluster_urls.join(","))
+        match (&cfg.redis.sentinel, cfg.redis.cluster_urls.is_empty()) {
+            (Some(s), _) => format!("sentinel {:?} via {}", s.master, s.urls.join(",")),
+            (None, true) => cfg.redis.url.clone(),
+            (None, false) => format!("cluster {}", cfg.redis.cluster_urls.join(",")),
         },
         cfg.upstream.url,
         match cfg.orders.sink {

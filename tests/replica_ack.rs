@@ -1,7 +1,10 @@
-//! `redis.replica_ack` (issue 11): a payment callback is answered 200 only once `WAIT`
-//! says a replica has its writes; otherwise 503, and the provider's retry is answered
-//! once the replica caught up. A real primary and a real replica (`--replicaof`); the
-//! replica is frozen with SIGSTOP to stand for one that lags or is cut off.
+//! Replication and failover (issue 11). `redis.replica_ack`: a payment callback is
+//! answered 200 only once `WAIT` says a replica has its writes; otherwise 503, and the
+//! provider's retry is answered once the replica caught up. `redis.sentinel`: the gateway
+//! follows the master three real sentinels name through a kill -9 failover, and with
+//! `replica_ack = 1` no payment it acknowledged is missing on the promoted replica.
+//! A real primary and a real replica (`--replicaof`); the replica is frozen with SIGSTOP
+//! (and its link closed) to stand for one that lags or is cut off.
 
 mod common;
 mod lifecycle;
@@ -91,4 +94,203 @@ async fn without_replica_ack_a_payment_is_answered_before_any_replica_has_it() {
     let _frozen = replica.freeze();
     // 200 paid while the only replica has nothing: a failover now would lose it.
     pay_ok(&gw, &order).await;
+}
+
+// === the failover drill: primary + replica + three sentinels, kill -9 the primary ===
+
+const MASTER: &str = "fg-master";
+/// Reserved before the drill; the first `BEFORE` are paid while the replica keeps up,
+/// the rest while it is cut off.
+const ORDERS: usize = 15;
+const BEFORE: usize = 5;
+
+/// What a drill ends with.
+struct Failover {
+    /// What each payment made while the replica was cut off was answered.
+    cut_answers: Vec<u16>,
+    /// Payments answered 200 that the promoted replica does not hold as paid.
+    lost: Vec<String>,
+    store: TestStore,
+    ids: Vec<String>,
+}
+
+/// Runs the drill: reservations every node has, `BEFORE` payments with the replica in
+/// sync, the rest with the replica frozen and its link closed, then kill -9 of the
+/// primary. Sentinel promotes the replica; the gateway must follow it, the provider
+/// retries whatever it was not answered 200 for, and we count the acknowledged payments
+/// the new master lacks.
+async fn failover_drill(replica_ack: bool) -> Failover {
+    let campaign = CampaignSpec::new(C)
+        .item(SKU, 100, 500)
+        .payment_window("10m");
+    let mut s = Setup::new(campaign).await;
+    let replica = RedisServer::start_replica_of(&s.redis);
+    replicating(&replica).await;
+    let sentinels: Vec<RedisSentinel> = (0..3)
+        .map(|_| RedisSentinel::start(MASTER, &s.redis, 2))
+        .collect();
+    let port = replica.port().to_string();
+    eventually(
+        "every sentinel knows the replica and the other sentinels",
+        Duration::from_secs(30),
+        || async {
+            sentinels
+                .iter()
+                .all(|st| {
+                    st.ask(&["replicas", MASTER]).contains(&port)
+                        && st.ask(&["sentinels", MASTER]).starts_with("*2")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let urls: Vec<String> = sentinels
+        .iter()
+        .map(|st| format!("{:?}", st.url()))
+        .collect();
+    let mut cfg = s.cfg;
+    cfg.unset("redis", "url")
+        .set(
+            "redis",
+            "sentinel",
+            &format!("{{ master = {MASTER:?}, urls = [{}] }}", urls.join(", ")),
+        )
+        .set_str("redis", "command_timeout", "300ms");
+    if replica_ack {
+        cfg.set("redis", "replica_ack", "1");
+    }
+    let gw = start(&cfg).await;
+
+    let mut orders = Vec::new();
+    for u in 0..ORDERS {
+        orders.push(buy_ok(&gw, C, SKU, &format!("u{u}")).await);
+    }
+    let mut probe = Probe::new(&s.redis).await;
+    let synced: i64 = probe
+        .query(redis::cmd("WAIT").arg(1).arg(5000).clone())
+        .await;
+    assert_eq!(synced, 1, "the replica holds the reservations");
+    for o in &orders[..BEFORE] {
+        pay_ok(&gw, o).await;
+    }
+
+    // Cut the replica off: frozen, and its link closed so nothing more reaches it.
+    let frozen = replica.freeze();
+    let _: i64 = probe
+        .query(
+            redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("replica")
+                .clone(),
+        )
+        .await;
+    let mut payments = Vec::new();
+    for o in &orders[BEFORE..] {
+        let (api, o) = (gw.endpoints(), o.clone());
+        payments.push(tokio::spawn(async move { pay(&api, &o).await }));
+    }
+    let mut cut = Vec::new();
+    for p in payments {
+        cut.push(p.await.expect("payment task"));
+    }
+    s.redis.kill();
+    let killed = std::time::Instant::now();
+    drop(frozen);
+
+    eventually(
+        "buys succeed again, on the promoted replica",
+        Duration::from_secs(40),
+        || async { (buy(&gw, C, SKU, "after").await.status == 201).then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "failover: buys succeed again {:?} after the kill",
+        killed.elapsed()
+    );
+    assert_eq!(sentinels[0].master_port(MASTER), Some(replica.port()));
+
+    // The old primary comes back (empty: no persistence); the sentinels make it a
+    // replica of the new master, so a `WAIT 1` can be satisfied again.
+    s.redis.restart();
+    // The provider retries every callback it was not answered 200 for.
+    for (o, res) in orders[BEFORE..].iter().zip(&cut) {
+        if res.status != 200 {
+            assert!(
+                res.header("retry-after").is_some(),
+                "503 without Retry-After"
+            );
+            eventually(
+                "a retried payment answered",
+                Duration::from_secs(20),
+                || async { (pay(&gw, o).await.status == 200).then_some(()) },
+            )
+            .await;
+        }
+    }
+    let acked = orders[..BEFORE].iter().chain(
+        orders[BEFORE..]
+            .iter()
+            .zip(&cut)
+            .filter(|(_, r)| r.status == 200)
+            .map(|(o, _)| o),
+    );
+    let lost = acked
+        .filter(|o| on_replica(&replica, order_id(o)) != "paid")
+        .map(|o| order_id(o).to_owned())
+        .collect();
+    Failover {
+        cut_answers: cut.iter().map(|r| r.status).collect(),
+        lost,
+        store: s.store,
+        ids: orders.iter().map(|o| order_id(o).to_owned()).collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replica_ack_a_sentinel_failover_loses_no_acknowledged_payment() {
+    let f = failover_drill(true).await;
+    assert!(
+        f.cut_answers.iter().all(|&s| s == 503),
+        "payments the replica could not confirm were acknowledged: {:?}",
+        f.cut_answers
+    );
+    assert!(
+        f.lost.is_empty(),
+        "acknowledged payments lost: {:?}",
+        f.lost
+    );
+    // Every order was paid in the end, and each is at the store.
+    eventually(
+        "every paid order at the store",
+        Duration::from_secs(20),
+        || async {
+            let at_store: std::collections::BTreeSet<String> = f
+                .store
+                .orders()
+                .iter()
+                .map(|o| o.json["order_id"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            f.ids.iter().all(|id| at_store.contains(id)).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_replica_ack_a_sentinel_failover_loses_the_payments_the_replica_missed() {
+    let f = failover_drill(false).await;
+    assert!(
+        f.cut_answers.iter().all(|&s| s == 200),
+        "{:?}",
+        f.cut_answers
+    );
+    // Exactly the payments made while the replica was cut off: the provider was told
+    // they succeeded, and the promoted replica still holds them as unpaid.
+    assert_eq!(f.lost, f.ids[BEFORE..].to_vec(), "lost payments");
+    eprintln!(
+        "without replica_ack: {} of {} acknowledged payments lost in the failover",
+        f.lost.len(),
+        ORDERS
+    );
 }

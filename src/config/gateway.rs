@@ -14,8 +14,8 @@ use super::campaign::check_campaigns;
 use super::diagnostics::{part, Diag};
 use super::{
     read, AdminConfig, Config, IdentityConfig, IdentityMode, JwtAlgorithm, LimitsConfig,
-    OrdersConfig, PaymentConfig, RedisConfig, Report, SecretSource, Secrets, ServerConfig,
-    SinkKind, UpstreamConfig,
+    OrdersConfig, PaymentConfig, RedisConfig, Report, SecretSource, Secrets, SentinelConfig,
+    ServerConfig, SinkKind, UpstreamConfig,
 };
 
 /// The top-level keys, only to refuse an unknown one (each table is read by [`part`]).
@@ -210,19 +210,26 @@ fn check_redis(d: &mut Diag<'_>, redis: &RedisConfig) {
         d.error_at_key("redis.key_prefix", "must be non-empty, without braces");
     }
     let urls = std::iter::once(("redis.url", &redis.url))
-        .chain(redis.cluster_urls.iter().map(|u| ("redis.cluster_urls", u)));
+        .chain(redis.cluster_urls.iter().map(|u| ("redis.cluster_urls", u)))
+        .chain(
+            redis
+                .sentinel
+                .iter()
+                .flat_map(|s| &s.urls)
+                .map(|u| ("redis.sentinel", u)),
+        );
     for (field, url) in urls {
         if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
             d.error_at_key(field, format!("invalid Redis URL {url:?}: {e}"));
         }
     }
+    if let Some(s) = &redis.sentinel {
+        check_sentinel(d, redis, s);
+    }
     // A ca_file nobody would use means someone believes the connection is TLS: refuse.
     if redis.ca_file.is_some() {
-        let (field, urls) = match redis.cluster_urls.is_empty() {
-            true => ("redis.url", std::slice::from_ref(&redis.url)),
-            false => ("redis.cluster_urls", redis.cluster_urls.as_slice()),
-        };
-        if let Some(url) = urls.iter().find(|u| !u.starts_with("rediss://")) {
+        let field = redis.urls_field();
+        if let Some(url) = redis.urls().iter().find(|u| !u.starts_with("rediss://")) {
             let msg = format!("only for rediss:// (TLS) URLs, and {field} has {url:?}");
             d.error_at_key("redis.ca_file", msg);
         }
@@ -230,6 +237,31 @@ fn check_redis(d: &mut Diag<'_>, redis: &RedisConfig) {
     if redis.replica_ack > 0 && !redis.cluster_urls.is_empty() {
         let msg = "not supported with redis.cluster_urls yet (a callback's WAIT must run on the node that owns its campaign)";
         d.error_at_key("redis.replica_ack", msg);
+    }
+}
+
+/// One way to reach Redis: the sentinels replace `url` and exclude a cluster, and the
+/// master is reached like the sentinels, so they all speak TLS or none does.
+fn check_sentinel(d: &mut Diag<'_>, redis: &RedisConfig, s: &SentinelConfig) {
+    let field = "redis.sentinel";
+    if super::diagnostics::find_key(d.src, "redis.url").is_some() {
+        d.error_at_key(
+            "redis.url",
+            "redis.sentinel replaces redis.url: set one of them",
+        );
+    }
+    if !redis.cluster_urls.is_empty() {
+        d.error_at_key(field, "Sentinel and redis.cluster_urls exclude each other");
+    }
+    if s.master.trim().is_empty() {
+        d.error_at_key(field, "master must name the master the sentinels monitor");
+    }
+    if s.urls.is_empty() {
+        d.error_at_key(field, "urls must list at least one sentinel");
+    }
+    let tls = |u: &String| u.starts_with("rediss://");
+    if s.urls.iter().any(tls) && !s.urls.iter().all(tls) {
+        d.error_at_key(field, "urls mix rediss:// and other schemes: the master is reached like the sentinels, so use one");
     }
 }
 

@@ -763,6 +763,72 @@ fn replica_ack_loads_and_is_refused_on_a_cluster() {
     );
 }
 
+const SENTINEL: &str = "sentinel = { master = \"fg\", urls = [\"redis://10.0.0.5:26379\", \"redis://10.0.0.6:26379\"] }";
+
+#[test]
+fn sentinel_loads_instead_of_url() {
+    let gw = GATEWAY.replace("url = \"redis://127.0.0.1:6379/0\"", SENTINEL);
+    let c = Fixture::new(&gw, &[("sale.toml", CAMPAIGN)])
+        .load()
+        .expect("loads");
+    let s = c.redis.sentinel.as_ref().expect("sentinel");
+    assert_eq!((s.master.as_str(), s.urls.len()), ("fg", 2));
+    assert_eq!(c.redis.urls(), s.urls.as_slice());
+}
+
+#[test]
+fn sentinel_with_url_or_a_cluster_is_refused() {
+    let both = GATEWAY.replace(
+        "url = \"redis://127.0.0.1:6379/0\"",
+        &format!("url = \"redis://127.0.0.1:6379/0\"\n{SENTINEL}"),
+    );
+    let (fx, err) = gateway_err(&both);
+    assert_error(&err, &fx.gateway(), pos_of(&both, "url ="), "redis.url");
+    assert!(err.message.contains("replaces redis.url"), "{err}");
+
+    let cluster = GATEWAY.replace(
+        "url = \"redis://127.0.0.1:6379/0\"",
+        &format!("cluster_urls = [\"redis://10.0.0.1:7000\"]\n{SENTINEL}"),
+    );
+    let (fx, err) = gateway_err(&cluster);
+    assert_error(
+        &err,
+        &fx.gateway(),
+        pos_of(&cluster, "sentinel"),
+        "redis.sentinel",
+    );
+}
+
+#[test]
+fn a_sentinel_without_master_or_urls_or_with_mixed_schemes_is_refused() {
+    for (table, want) in [
+        (
+            "{ master = \"\", urls = [\"redis://a:26379\"] }",
+            "master must name",
+        ),
+        ("{ master = \"fg\", urls = [] }", "at least one sentinel"),
+        (
+            "{ master = \"fg\", urls = [\"redis://a:26379\", \"rediss://b:26379\"] }",
+            "mix rediss://",
+        ),
+        (
+            "{ master = \"fg\", urls = [\"tcp://a\"] }",
+            "invalid Redis URL",
+        ),
+        ("{ master = \"fg\", url = \"redis://a:26379\" }", "url"),
+    ] {
+        let gw = GATEWAY.replace(
+            "url = \"redis://127.0.0.1:6379/0\"",
+            &format!("sentinel = {table}"),
+        );
+        let (fx, err) = gateway_err(&gw);
+        assert!(err.message.contains(want), "{table}: {err}");
+        assert_eq!(err.file, fx.gateway(), "{table}");
+        let line = err.position.map(|(line, _)| line);
+        assert_eq!(line, Some(pos_of(&gw, "sentinel").0), "{table}: {err}");
+    }
+}
+
 // === every problem, secrets, warnings (Config::check) ===
 
 fn check(fx: &Fixture, env: EnvLookup<'_>) -> Report {

@@ -21,12 +21,13 @@ const LIMITER_GC: Duration = Duration::from_secs(10);
 impl Sale {
     /// Connects to Redis once; when it answers, loads scripts and stock before returning
     /// (no 503s at boot). When it does not, keeps connecting in the background: the sale
-    /// fails closed until then.
+    /// fails closed until then. (Under Sentinel the background task also follows the
+    /// master through failovers.)
     pub async fn connect(&self) {
         let conn = self.inner.store.conn();
-        if !conn.try_connect().await {
-            conn.connect_in_background();
-        } else if self.load_scripts_and_stock().await {
+        let up = conn.try_connect().await;
+        conn.connect_in_background();
+        if up && self.load_scripts_and_stock().await {
             self.inner.stock_loaded.store(true, Ordering::Relaxed);
         }
     }

@@ -59,6 +59,12 @@ impl Breaker {
         self.open_until_ms.load(Ordering::Relaxed) != 0
     }
 
+    /// Closes the breaker: calls now go to another node (a failover was followed).
+    pub(crate) fn reset(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        self.open_until_ms.store(0, Ordering::Relaxed);
+    }
+
     pub(crate) fn admit(&self) -> Admit {
         let until = self.open_until_ms.load(Ordering::Relaxed);
         if until == 0 {

@@ -1,11 +1,13 @@
 //! The gateway's Redis connection: one multiplexed connection that pipelines concurrent
 //! requests, reconnects by itself, and never blocks a caller while Redis is away.
 //!
-//! Either a single Redis (`redis.url`, through redis-rs' `ConnectionManager`) or a Redis
-//! Cluster (`redis.cluster_urls`, through `cluster_async::ClusterConnection`, which routes
-//! each command by its key's slot and follows MOVED/ASK). Both sit behind [`Conn`], so no
-//! caller knows which one it talks to; every script and pipeline touches one campaign's
-//! keys only, which share a hash tag and so one slot.
+//! Either a single Redis (`redis.url`, through redis-rs' `ConnectionManager`), the master
+//! a set of Sentinels names (`redis.sentinel`: a `ConnectionManager` to it, replaced when
+//! they name another), or a Redis Cluster (`redis.cluster_urls`, through
+//! `cluster_async::ClusterConnection`, which routes each command by its key's slot and
+//! follows MOVED/ASK). All sit behind [`Conn`], so no caller knows which one it talks to;
+//! every script and pipeline touches one campaign's keys only, which share a hash tag and
+//! so one slot.
 //!
 //! `rediss://` URLs speak TLS (rustls, `ring`), verified against the system's roots plus
 //! `redis.ca_file`; `redis://` ones plain TCP.
@@ -18,15 +20,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use prometheus::{IntCounter, IntGauge};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
-use tokio::sync::OnceCell;
+use tokio::sync::Notify;
 
 use super::breaker::{Admit, Breaker};
+use super::sentinel::{self, MasterAddr, Sentinels};
 use super::StoreError;
 use crate::config::RedisConfig;
 
@@ -35,6 +39,9 @@ use crate::config::RedisConfig;
 pub enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    /// A dedicated connection under Sentinel: moves to the new master on its next
+    /// command after a failover, so its long-lived owner never has to notice.
+    Following(Box<FollowingConn>),
 }
 
 impl ConnectionLike for Conn {
@@ -42,6 +49,9 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Following(c) => {
+                Box::pin(async move { c.current().await?.req_packed_command(cmd).await })
+            }
         }
     }
 
@@ -54,6 +64,12 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Following(c) => Box::pin(async move {
+                c.current()
+                    .await?
+                    .req_packed_commands(cmd, offset, count)
+                    .await
+            }),
         }
     }
 
@@ -61,7 +77,30 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Following(c) => c.con.get_db(),
         }
+    }
+}
+
+/// See [`Conn::Following`].
+#[derive(Clone)]
+pub struct FollowingConn {
+    home: RedisConn,
+    /// The [`MasterNode::generation`] `con` is connected to.
+    generation: u64,
+    con: ConnectionManager,
+}
+
+impl FollowingConn {
+    /// The connection to the current master, reopened first if the master changed.
+    async fn current(&mut self) -> redis::RedisResult<&mut ConnectionManager> {
+        if let Some(node) = self.home.master() {
+            if node.generation != self.generation {
+                self.con = self.home.manager(&node.client, true).await?;
+                self.generation = node.generation;
+            }
+        }
+        Ok(&mut self.con)
     }
 }
 
@@ -70,7 +109,26 @@ enum Client {
     /// One client per response timeout: the hot path's, and the longer one of dedicated
     /// connections (the cluster builder fixes the timeout per client).
     Cluster(Box<ClusterClients>),
+    Sentinel(Box<Following>),
 }
+
+/// Under Sentinel: who to ask, and the master they named last.
+struct Following {
+    sentinels: Sentinels,
+    master: ArcSwapOption<MasterNode>,
+}
+
+struct MasterNode {
+    addr: MasterAddr,
+    client: redis::Client,
+    /// Counts the masters followed so far, so a dedicated connection sees it moved.
+    generation: u64,
+}
+
+/// How often the sentinels are asked who the master is while all is well; after a
+/// failed call they are asked at once, then at most this often.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+const FOLLOW_GAP: Duration = Duration::from_millis(100);
 
 struct ClusterClients {
     shared: ClusterClient,
@@ -85,8 +143,11 @@ pub struct RedisConn {
 struct Inner {
     client: Client,
     timeout: Duration,
-    /// Set once, by `try_connect`; the connection handles reconnects after.
-    shared: OnceCell<Conn>,
+    /// Set by `try_connect`; the connection handles reconnects after. Under Sentinel it
+    /// is replaced by one to the new master after a failover.
+    shared: ArcSwapOption<Conn>,
+    /// Woken by a failed call: under Sentinel, time to ask who the master is.
+    trouble: Notify,
     /// `flashgate_redis_errors_total`: every failed call passes through
     /// [`RedisConn::bounded`], the one place it is counted.
     errors: IntCounter,
@@ -105,17 +166,14 @@ pub struct RedisMetrics {
 }
 
 impl RedisConn {
-    /// A single Redis at `redis.url`, or a cluster reached through any of
-    /// `redis.cluster_urls` (when that list is not empty). Failed calls count in `errors`.
+    /// A single Redis at `redis.url`, the master `redis.sentinel` names, or a cluster
+    /// reached through any of `redis.cluster_urls`. Failed calls count in `errors`.
     pub fn new(cfg: &RedisConfig, metrics: RedisMetrics) -> Result<RedisConn, StoreError> {
         let timeout = cfg.command_timeout.0;
         let config = |e: redis::RedisError| StoreError::Config(e.to_string());
         // redis-rs builds its rustls configuration from the process-wide provider.
         crate::tls::install_default_provider();
-        let urls = match cfg.cluster_urls.is_empty() {
-            true => std::slice::from_ref(&cfg.url),
-            false => cfg.cluster_urls.as_slice(),
-        };
+        let urls = cfg.urls();
         // redis-rs takes the roots as PEM and trusts only those it is given: the same set
         // as the store's (system + ca_file). It still reads the system store itself on
         // each connect (and refuses to connect if a certificate there cannot be read).
@@ -129,7 +187,13 @@ impl RedisConn {
         } else {
             None
         };
-        let client = if cfg.cluster_urls.is_empty() {
+        let client = if let Some(s) = &cfg.sentinel {
+            let sentinels = Sentinels::new(s, certs).map_err(config)?;
+            Client::Sentinel(Box::new(Following {
+                sentinels,
+                master: ArcSwapOption::empty(),
+            }))
+        } else if cfg.cluster_urls.is_empty() {
             let client = match certs {
                 Some(certs) => redis::Client::build_with_tls(cfg.url.as_str(), certs),
                 None => redis::Client::open(cfg.url.as_str()),
@@ -157,7 +221,8 @@ impl RedisConn {
             inner: Arc::new(Inner {
                 client,
                 timeout,
-                shared: OnceCell::new(),
+                shared: ArcSwapOption::empty(),
+                trouble: Notify::new(),
                 errors: metrics.errors,
                 breaker: Breaker::new(cfg.cluster_urls.is_empty()),
                 circuit_open: metrics.circuit_open,
@@ -179,36 +244,131 @@ impl RedisConn {
             .set_max_delay(500)
     }
 
-    /// Opens a new connection whose commands time out after `response`.
+    /// A connection manager for `client`; a dedicated one waits longer for replies.
+    async fn manager(
+        &self,
+        client: &redis::Client,
+        dedicated: bool,
+    ) -> redis::RedisResult<ConnectionManager> {
+        let response = if dedicated {
+            dedicated_timeout(self.inner.timeout)
+        } else {
+            self.inner.timeout
+        };
+        let cfg = self.manager_config(response);
+        ConnectionManager::new_with_config(client.clone(), cfg).await
+    }
+
+    /// Opens a new connection (for the hot path, or a dedicated one).
     async fn open(&self, dedicated: bool) -> redis::RedisResult<Conn> {
         match &self.inner.client {
-            Client::Single(client) => {
-                let response = if dedicated {
-                    dedicated_timeout(self.inner.timeout)
-                } else {
-                    self.inner.timeout
-                };
-                let cfg = self.manager_config(response);
-                ConnectionManager::new_with_config(client.clone(), cfg)
-                    .await
-                    .map(Conn::Single)
-            }
+            Client::Single(client) => self.manager(client, dedicated).await.map(Conn::Single),
             Client::Cluster(c) => {
                 let client = if dedicated { &c.dedicated } else { &c.shared };
                 client.get_async_connection().await.map(Conn::Cluster)
+            }
+            Client::Sentinel(_) => {
+                let Some(node) = self.master() else {
+                    let e = (redis::ErrorKind::IoError, "no master found yet");
+                    return Err(e.into());
+                };
+                let con = self.manager(&node.client, dedicated).await?;
+                Ok(match dedicated {
+                    true => Conn::Following(Box::new(FollowingConn {
+                        home: self.clone(),
+                        generation: node.generation,
+                        con,
+                    })),
+                    false => Conn::Single(con),
+                })
+            }
+        }
+    }
+
+    /// Under Sentinel, the master followed now.
+    fn master(&self) -> Option<Arc<MasterNode>> {
+        match &self.inner.client {
+            Client::Sentinel(f) => f.master.load_full(),
+            _ => None,
+        }
+    }
+
+    /// Asks the sentinels who the master is; when it is a new one (and it agrees), the
+    /// shared connection moves to it, and dedicated ones follow on their next command.
+    async fn find_master(&self, f: &Following) -> Result<(), String> {
+        let i = &*self.inner;
+        let limit = connect_timeout(i.timeout);
+        let addr = f.sentinels.master_addr(limit).await?;
+        let current = f.master.load_full();
+        if current.as_ref().is_some_and(|n| n.addr == addr) && i.shared.load().is_some() {
+            return Ok(());
+        }
+        let client = f
+            .sentinels
+            .master_client(&addr)
+            .map_err(|e| e.to_string())?;
+        let fail = |e: String| format!("master {addr}: {e}");
+        let mut con = tokio::time::timeout(limit * 2, self.manager(&client, false))
+            .await
+            .map_err(|_| fail("connect timed out".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        match tokio::time::timeout(limit, sentinel::is_master(&mut con)).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return Err(fail("not a master (yet)".into())),
+            Ok(Err(e)) => return Err(fail(e.to_string())),
+            Err(_) => return Err(fail("ROLE timed out".into())),
+        }
+        let generation = current.map_or(1, |n| n.generation + 1);
+        tracing::warn!(master = %addr, generation, "redis: following the master the sentinels name");
+        f.master.store(Some(Arc::new(MasterNode {
+            addr,
+            client,
+            generation,
+        })));
+        i.shared.store(Some(Arc::new(Conn::Single(con))));
+        // A new node: the old one's failures say nothing about it.
+        i.breaker.reset();
+        i.circuit_open.set(0);
+        Ok(())
+    }
+
+    /// Asks the sentinels about once a second, and soon after a call failed, for ever.
+    async fn follow_master(self) {
+        let Client::Sentinel(f) = &self.inner.client else {
+            return;
+        };
+        loop {
+            if let Err(why) = self.find_master(f).await {
+                tracing::warn!(error = %why, "redis: no master from the sentinels yet");
+            }
+            let trouble = tokio::select! {
+                _ = tokio::time::sleep(FOLLOW_EVERY) => false,
+                _ = self.inner.trouble.notified() => true,
+            };
+            if trouble {
+                tokio::time::sleep(FOLLOW_GAP).await;
             }
         }
     }
 
     /// Tries to connect once; returns whether a connection exists now.
     pub async fn try_connect(&self) -> bool {
-        if self.inner.shared.initialized() {
+        if self.inner.shared.load().is_some() {
             return true;
+        }
+        if let Client::Sentinel(f) = &self.inner.client {
+            return match self.find_master(f).await {
+                Ok(()) => true,
+                Err(why) => {
+                    tracing::warn!(error = %why, "redis: no master from the sentinels yet");
+                    false
+                }
+            };
         }
         let limit = connect_timeout(self.inner.timeout) * 2;
         let why = match tokio::time::timeout(limit, self.open(false)).await {
             Ok(Ok(c)) => {
-                let _ = self.inner.shared.set(c);
+                self.inner.shared.store(Some(Arc::new(c)));
                 return true;
             }
             Ok(Err(e)) => e.to_string(),
@@ -218,9 +378,14 @@ impl RedisConn {
         false
     }
 
-    /// Keeps trying to make the first connection until it succeeds.
+    /// Keeps trying to make the first connection until it succeeds; under Sentinel,
+    /// keeps following the master for as long as the process runs.
     pub fn connect_in_background(&self) {
         let me = self.clone();
+        if let Client::Sentinel(_) = &self.inner.client {
+            tokio::spawn(me.follow_master());
+            return;
+        }
         tokio::spawn(async move {
             while !me.try_connect().await {
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -232,7 +397,8 @@ impl RedisConn {
     pub fn get(&self) -> Result<Conn, StoreError> {
         self.inner
             .shared
-            .get()
+            .load()
+            .as_deref()
             .cloned()
             .ok_or(StoreError::NotConnected)
     }
@@ -263,6 +429,7 @@ impl RedisConn {
         };
         if let Err(e) = &result {
             i.errors.inc();
+            i.trouble.notify_one();
             tracing::warn!(error = %e, "redis call failed; failing closed");
         }
         if i.breaker.record(&admitted, &result) {

@@ -18,6 +18,7 @@ pub mod order;
 pub mod outbox;
 mod redis_clock;
 mod scripts;
+mod sentinel;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -16,6 +16,7 @@ mod keys;
 mod postgres;
 mod process;
 mod redis_cluster;
+mod redis_sentinel;
 mod redis_server;
 mod store;
 
@@ -25,6 +26,7 @@ pub use gateway::Gateway;
 pub use keys::{jwks, SigningKey, TestCa};
 pub use postgres::Postgres;
 pub use redis_cluster::RedisCluster;
+pub use redis_sentinel::RedisSentinel;
 pub use redis_server::RedisServer;
 pub use store::{RecordedOrder, TestStore};
 

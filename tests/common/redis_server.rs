@@ -249,7 +249,7 @@ impl RedisServer {
     }
 }
 
-enum Endpoint {
+pub(super) enum Endpoint {
     Tcp(u16),
     Unix(PathBuf),
 }
@@ -276,7 +276,11 @@ impl Endpoint {
 }
 
 /// Sends one RESP command and returns what arrives until `done(reply)` holds (or 1s).
-fn roundtrip(at: &Endpoint, command: &[u8], done: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
+pub(super) fn roundtrip(
+    at: &Endpoint,
+    command: &[u8],
+    done: impl Fn(&[u8]) -> bool,
+) -> Option<Vec<u8>> {
     let mut s = at.open()?;
     s.write_all(command).ok()?;
     let mut reply = Vec::new();
@@ -289,7 +293,7 @@ fn roundtrip(at: &Endpoint, command: &[u8], done: impl Fn(&[u8]) -> bool) -> Opt
 }
 
 /// Whether Redis on `port` answers `PING` with `+PONG` (not `-LOADING`).
-fn ping(at: &Endpoint) -> bool {
+pub(super) fn ping(at: &Endpoint) -> bool {
     let reply = roundtrip(at, b"*1\r\n$4\r\nPING\r\n", |r| r.ends_with(b"\r\n"));
     reply.is_some_and(|r| r.starts_with(b"+PONG"))
 }
@@ -313,7 +317,7 @@ fn signal(pid: u32, sig: &str) {
     assert!(ok, "kill {sig} {pid}");
 }
 
-fn server_pid(at: &Endpoint) -> Option<u32> {
+pub(super) fn server_pid(at: &Endpoint) -> Option<u32> {
     let cmd = b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n";
     let has_pid = |r: &[u8]| {
         let text = String::from_utf8_lossy(r);
