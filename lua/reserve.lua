@@ -96,14 +96,14 @@ local function reserve_one(ikey, ukey, hkey, okey, a)
     end
   end
 
-  local remaining = redis.call('HGET', ikey, 'remaining')
-  if not remaining then
+  -- One read of the item: what the checks need and the counters the write sets.
+  local it = redis.call('HMGET', ikey, 'remaining', 'pending', 'hv')
+  if not it[1] then
     ensure_item(ikey, ARGV[a + 8])
-    remaining = ARGV[a + 8]
+    it = {ARGV[a + 8], '0', false}
   end
-  remaining = tonumber(remaining)
+  local remaining, hv = tonumber(it[1]), it[3] or '0'
   if remaining < qty then
-    local hv = redis.call('HGET', ikey, 'hv') or '0'
     local r = {'sold_out', remaining, hv}
     if remaining <= 0 and hv ~= ARGV[a + 9] then
       if redis.call('HLEN', hkey) > MAX_HOLDERS_INLINE then
@@ -121,16 +121,15 @@ local function reserve_one(ikey, ukey, hkey, okey, a)
     return {'limit', held}
   end
 
-  -- all checks passed: write
+  -- all checks passed: write. The counters were read above in this same atomic call,
+  -- so each hash is written once, with the new values (one command, not one per field).
   local pay_by = now + window
-  redis.call('HINCRBY', ikey, 'remaining', -qty)
-  redis.call('HINCRBY', ikey, 'pending', qty)
-  redis.call('HINCRBY', ikey, 'hv', 1)
-  redis.call('HINCRBY', ukey, 'held', qty)
+  redis.call('HSET', ikey, 'remaining', remaining - qty, 'pending', tonumber(it[2]) + qty,
+    'hv', tonumber(hv) + 1)
   if idem ~= '' then
-    redis.call('HSET', ukey, 'p:' .. sku, id, 'i:' .. idem, id)
+    redis.call('HSET', ukey, 'held', held + qty, 'p:' .. sku, id, 'i:' .. idem, id)
   else
-    redis.call('HSET', ukey, 'p:' .. sku, id)
+    redis.call('HSET', ukey, 'held', held + qty, 'p:' .. sku, id)
   end
   redis.call('HSET', hkey, user, id)
   redis.call('HSET', okey, 'id', id, 'campaign', campaign, 'sku', sku, 'user', user,
