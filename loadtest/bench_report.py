@@ -109,6 +109,7 @@ def main():
     r = o.results
     a = tagged(f"{r}/a_ceiling.out", "flashgate-wrk")
     b = tagged(f"{r}/b_sold_out.out", "flashgate-wrk")
+    bj = tagged(f"{r}/b_sold_out_jwt.out", "flashgate-wrk")
     c = tagged(f"{r}/c_reserve.out", "flashgate-wrk")
     d1 = redis_csv(f"{r}/d_redis_p1.out")
     dp = redis_csv(f"{r}/d_redis_p{o.pipeline}.out")
@@ -132,6 +133,7 @@ def main():
 
     rps = lambda m: None if m is None else m["rps"]
     ba = ratio(rps(b), rps(a))
+    bja = ratio(rps(bj), rps(a))
     cd1 = ratio(rps(c), d1 and d1["rps"])
     cdp = ratio(rps(c), dp and dp["rps"])
     ed_r = ratio(rps(e), rps(ed))
@@ -145,6 +147,8 @@ def main():
 
     targets = [
         ("b/a ≥ 0.85 (sold-out path vs bare hyper)", fmt(ba, 3), judge(None if ba is None else ba >= 0.85)),
+        ("b(JWT)/a ≥ 0.85 (sold-out path, JWT identity, vs bare hyper)", fmt(bja, 3),
+         judge(None if bja is None else bja >= 0.85)),
         (f"c/d(pipelined -P {o.pipeline}) ≥ 0.8 (reserve path vs Redis ceiling)", fmt(cdp, 3),
          judge(None if cdp is None else cdp >= 0.8)),
         ("p99 ≤ 5 ms at half of peak (reserve path), k6 open model",
@@ -214,6 +218,7 @@ def main():
 
     row("a", "bench_ceiling: bare hyper, fixed 409", a, "a_ceiling")
     row("b", "gateway sold-out path (409 from the local flag)", b, "b_sold_out")
+    row("b", "the same with JWT identity (a valid HS256 token per request)", bj, "b_sold_out_jwt")
     row("c", "gateway reserve path (201, one EVALSHA each)", c, "c_reserve")
     for tag, p, x in (("d", 1, d1), ("d", int(o.pipeline), dp)):
         if x is None:
@@ -233,6 +238,7 @@ def main():
     w("| ratio | value |")
     w("|---|---:|")
     w(f"| b/a sold-out path / HTTP ceiling | {fmt(ba, 3)} |")
+    w(f"| b(JWT)/a sold-out path with JWT identity / HTTP ceiling | {fmt(bja, 3)} |")
     w(f"| c/d reserve path / Redis ceiling, not pipelined | {fmt(cd1, 3)} |")
     w(f"| c/d reserve path / Redis ceiling, pipelined -P {o.pipeline} | {fmt(cdp, 3)} |")
     w(f"| e proxy / direct | {fmt(ed_r, 3)} |")
