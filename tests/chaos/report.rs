@@ -14,6 +14,9 @@ use std::time::Duration;
 use super::audit::Violation;
 use super::record::{Kind, Run, NO_ANSWER};
 
+/// `redis.command_timeout` as the runs leave it (the gateway's default).
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
@@ -46,6 +49,8 @@ pub fn render(run: &Run, violations: &[Violation]) -> String {
         .map(|e| e.latency)
         .collect();
     let n_fault_503 = fault_503s.len();
+    let max_503 = fault_503s.iter().max().copied();
+    let slow_503 = fault_503s.iter().filter(|d| **d > COMMAND_TIMEOUT).count();
     let p50_503 = p50(fault_503s);
     let recover = buys
         .iter()
@@ -53,6 +58,27 @@ pub fn render(run: &Run, violations: &[Violation]) -> String {
         .map(|e| e.done_ms() - end)
         .min();
     let drain = run.drained_ms.map(|d| d - end);
+    let rate = drain
+        .filter(|&d| d > 0 && run.backlog_at_fault_end > 0)
+        .map(|d| {
+            format!(
+                "{:.0} orders/s",
+                run.backlog_at_fault_end as f64 * 1e3 / d as f64
+            )
+        });
+    let mut answers: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in &run.exchanges {
+        if e.kind == Kind::Callback && e.status == 200 {
+            *answers
+                .entry(e.answer.as_deref().unwrap_or("?"))
+                .or_default() += 1;
+        }
+    }
+    let answers = answers
+        .iter()
+        .map(|(a, n)| format!("{a}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let max_latency = run
         .exchanges
         .iter()
@@ -100,6 +126,14 @@ pub fn render(run: &Run, violations: &[Violation]) -> String {
             "p50 latency of 503s during the fault",
             p50_503.map_or("–".into(), |d| format!("{} (n = {n_fault_503})", ms(d))),
         ),
+        (
+            "max latency of 503s during the fault",
+            max_503.map_or("–".into(), ms),
+        ),
+        (
+            "503s during the fault slower than command_timeout (250 ms)",
+            slow_503.to_string(),
+        ),
         ("max latency (any request)", ms(max_latency)),
         ("p50 latency of buys", ms(buy_p50)),
         ("time to recover (fault end → first 201)", opt_ms(recover)),
@@ -108,7 +142,12 @@ pub fn render(run: &Run, violations: &[Violation]) -> String {
             "outbox backlog at fault end",
             run.backlog_at_fault_end.to_string(),
         ),
+        (
+            "drain rate (backlog / time to drain)",
+            rate.unwrap_or_else(|| "–".into()),
+        ),
         ("answers by status", statuses),
+        ("callbacks answered 200", answers),
         (
             "deliveries at the store (distinct keys / redeliveries)",
             format!("{} / {redelivered}", per_order.len()),
@@ -145,6 +184,39 @@ fn report_path() -> PathBuf {
         .nth(3)
         .expect("target/<profile>/deps/<test>");
     target.join("chaos").join("report.md")
+}
+
+/// Writes every exchange of `run` as tab-separated lines to
+/// `target/chaos/runs/<scenario>-<run>.tsv`, for looking into a run after the fact.
+pub fn dump(run: &Run) {
+    let dir = report_path().with_file_name("runs");
+    std::fs::create_dir_all(&dir).expect("create target/chaos/runs");
+    let t0 = run.exchanges.iter().map(|e| e.sent_ms).min().unwrap_or(0);
+    let (fs, fe) = run.fault.map_or((-1, -1), |(s, e)| (s - t0, e - t0));
+    let mut out = format!(
+        "# {} run {} ({}): fault {fs}..{fe} ms\nkind\tuser\tsku\tkey\tafter_no_answer\tsent_ms\tlatency_us\tstatus\tretry_after\tslug\torder_id\tanswer\n",
+        run.scenario, run.run, run.profile
+    );
+    for e in &run.exchanges {
+        let _ = writeln!(
+            out,
+            "{:?}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            e.kind,
+            e.user,
+            e.sku,
+            e.key,
+            e.after_no_answer,
+            e.sent_ms - t0,
+            e.latency.as_micros(),
+            e.status,
+            e.retry_after,
+            e.slug.as_deref().unwrap_or("-"),
+            e.order_id.as_deref().unwrap_or("-"),
+            e.answer.as_deref().unwrap_or("-"),
+        );
+    }
+    let path = dir.join(format!("{}-{}.tsv", run.scenario, run.run));
+    std::fs::write(&path, out).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
 /// Prints `section` and appends it to the report file (truncated on the first write of

@@ -242,6 +242,7 @@ pub async fn check(name: &str) {
         let rec = run_once(sc, &profile, run).await;
         let violations = audit(&rec);
         report::publish(&report::render(&rec, &violations));
+        report::dump(&rec);
         if !violations.is_empty() {
             failed.push(format!(
                 "run {run}: {} violation(s):\n{}",
