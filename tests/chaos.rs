@@ -143,6 +143,15 @@ async fn the_audit_reports_a_corrupted_run() {
                 r.deliveries.retain(|d| d.order_id != paid);
             },
         ),
+        (
+            "an order paid after its deadline",
+            "paid-after-deadline",
+            |r| {
+                let o = r.orders.iter_mut().find(|o| o.status == "paid");
+                let o = o.expect("a paid order in Redis");
+                o.paid_at = o.pay_by + 1;
+            },
+        ),
         ("a user over the limit", "over-limit", |r| {
             let limit = r.per_user_limit;
             r.held.insert("u0000".into(), limit + 1);

@@ -30,9 +30,9 @@ pub const RULES: &[(&str, &str)] = &[
     ("over-limit", "no user holds more than per_user_limit units (pending + paid)"),
     ("5xx", "no 5xx answer but 503"),
     ("503-no-retry-after", "every 503 carries Retry-After"),
-    ("untold-order", "every pre-order in Redis or at the store was returned to a client (201, or 200 to a repeat of an unanswered request)"),
+    ("untold-order", "every pre-order in Redis or at the store was returned to a client in a 201, or in a 200 to a repeat of an unanswered request (a pre-order first seen in a 200 to a later buy was made by a buy answered 503)"),
     ("lost-order", "every pre-order a client was given exists in Redis"),
-    ("paid-after-deadline", "a callback sent after pay_by is never answered paid"),
+    ("paid-after-deadline", "an order is paid only by its deadline: paid_at <= pay_by in Redis, and a payment whose first callback was sent after pay_by is never answered paid"),
     ("ledger-vs-orders", "the final ledger's paid equals the paid orders in Redis"),
     ("not-quiet", "the run ends quiet: no pending pre-order, outbox drained"),
 ];
@@ -88,6 +88,17 @@ pub fn audit(run: &Run) -> Vec<Violation> {
     let mut told: BTreeSet<&str> = BTreeSet::new();
     let mut answered_paid: BTreeSet<&str> = BTreeSet::new();
     let mut answered_refund: BTreeSet<&str> = BTreeSet::new();
+    let mut first_sent: BTreeMap<&str, i64> = BTreeMap::new();
+    // Where each order id was returned to a buyer: (status, key, after_no_answer).
+    let mut returned: BTreeMap<&str, Vec<(u16, &str, bool)>> = BTreeMap::new();
+    for e in &run.exchanges {
+        let first = first_sent.entry(&e.key).or_insert(e.sent_ms);
+        *first = (*first).min(e.sent_ms);
+        if let (Kind::Buy, Some(id)) = (e.kind, e.order_id.as_deref()) {
+            let how = (e.status, e.key.as_str(), e.after_no_answer);
+            returned.entry(id).or_default().push(how);
+        }
+    }
     for e in &run.exchanges {
         if e.status >= 500 && e.status != 503 {
             bad(
@@ -116,10 +127,16 @@ pub fn audit(run: &Run) -> Vec<Violation> {
             }
             (Kind::Callback, 200, Some("paid")) => {
                 answered_paid.insert(id);
-                if e.pay_by_ms.is_some_and(|d| e.sent_ms > d) {
+                // A retry of a callback whose first attempt paid in time (its answer
+                // lost) is answered paid as a duplicate: judge the payment's first one.
+                let first = first_sent.get(e.key.as_str()).copied().unwrap_or(e.sent_ms);
+                if e.pay_by_ms.is_some_and(|d| first > d) {
                     bad(
                         "paid-after-deadline",
-                        format!("{id}: sent at {} after pay_by {:?}", e.sent_ms, e.pay_by_ms),
+                        format!(
+                            "{id}: first sent at {first}, after pay_by {:?}",
+                            e.pay_by_ms
+                        ),
                     );
                 }
             }
@@ -192,9 +209,22 @@ pub fn audit(run: &Run) -> Vec<Violation> {
     // --- Redis: who was told, who holds what ---
     for o in &run.orders {
         if !told.contains(o.id.as_str()) {
+            let seen = match returned.get(o.id.as_str()) {
+                Some(how) => format!("; only returned later as {how:?} (status, key, after no answer): made by a buy answered 503"),
+                None => "; never returned to anyone".to_owned(),
+            };
             bad(
                 "untold-order",
-                format!("{} in Redis ({}, {} by {})", o.id, o.status, o.sku, o.user),
+                format!(
+                    "{} in Redis ({}, {} by {}){seen}",
+                    o.id, o.status, o.sku, o.user
+                ),
+            );
+        }
+        if o.status == "paid" && o.paid_at > o.pay_by {
+            bad(
+                "paid-after-deadline",
+                format!("{}: paid_at {} > pay_by {}", o.id, o.paid_at, o.pay_by),
             );
         }
     }

@@ -80,6 +80,9 @@ pub struct StoredOrder {
     pub sku: String,
     pub qty: i64,
     pub status: String,
+    /// Redis' clock (ms); `paid_at` 0 when never paid.
+    pub pay_by: i64,
+    pub paid_at: i64,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -272,6 +272,8 @@ async fn stored_orders(probe: &mut Probe) -> (Vec<StoredOrder>, BTreeMap<String,
                 sku: f("sku"),
                 qty: f("qty").parse().unwrap_or(0),
                 status: f("status"),
+                pay_by: f("pay_by").parse().unwrap_or(0),
+                paid_at: f("paid_at").parse().unwrap_or(0),
             });
         } else if let Some(user) = key.strip_prefix(&format!("{base}user:")) {
             let n: Option<i64> = probe
