@@ -197,16 +197,17 @@ fn no_fault(_: &World) -> FaultFuture<'_> {
     Box::pin(async {})
 }
 
-/// (7) The store fails until a backlog builds up; then one of two gateways gets SIGTERM,
+/// (7) The store fails until a backlog builds up (a tenth of the crowd, at least 5); then one of two gateways gets SIGTERM,
 /// exits, and is started again; then the store recovers.
 fn sigterm_with_backlog(w: &World) -> FaultFuture<'_> {
     Box::pin(async move {
         w.store.set_failing(true);
         w.fault_begins();
         let mut probe = w.probe().await;
+        let want = (w.profile.users as u64 / 10).max(5);
         eventually("an outbox backlog", Duration::from_secs(30), || {
             let mut probe = probe.clone();
-            async move { (probe.xlen(&outbox_key(CAMPAIGN)).await >= 5).then_some(()) }
+            async move { (probe.xlen(&outbox_key(CAMPAIGN)).await >= want).then_some(()) }
         })
         .await;
         let backlog = probe.xlen(&outbox_key(CAMPAIGN)).await;
