@@ -48,6 +48,15 @@ pub fn render(run: &Run, violations: &[Violation]) -> String {
         .filter(|e| e.status == 503 && e.sent_ms >= start && e.sent_ms <= end)
         .map(|e| e.latency)
         .collect();
+    // Once the first 503 of the fault is out, the breaker is open (Redis faults).
+    let open_from = first_503.map_or(i64::MAX, |d| start + d);
+    let open_503s: Vec<Duration> = buys
+        .iter()
+        .filter(|e| e.status == 503 && e.sent_ms >= open_from && e.sent_ms <= end)
+        .map(|e| e.latency)
+        .collect();
+    let n_open = open_503s.len();
+    let p50_open = p50(open_503s);
     let n_fault_503 = fault_503s.len();
     let max_503 = fault_503s.iter().max().copied();
     let slow_503 = fault_503s.iter().filter(|d| **d > COMMAND_TIMEOUT).count();
@@ -125,6 +134,10 @@ pub fn render(run: &Run, violations: &[Violation]) -> String {
         (
             "p50 latency of 503s during the fault",
             p50_503.map_or("–".into(), |d| format!("{} (n = {n_fault_503})", ms(d))),
+        ),
+        (
+            "p50 latency of 503s sent after the first one (breaker open)",
+            p50_open.map_or("–".into(), |d| format!("{} (n = {n_open})", ms(d))),
         ),
         (
             "max latency of 503s during the fault",

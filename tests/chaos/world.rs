@@ -25,7 +25,7 @@ pub struct World {
     pub redis: Mutex<RedisServer>,
     pub store: TestStore,
     pub cfg: TestConfig,
-    /// Every gateway started, in order (killed ones stay, dead).
+    /// The gateways started, in order (a SIGKILLed one stays, dead).
     pub gateways: Mutex<Vec<GatewayProcess>>,
     pub live: Arc<Live>,
     pub log: Arc<Log>,
