@@ -25,6 +25,7 @@ pub use config::{CampaignSpec, TestConfig, ADMIN_TOKEN, JWT_SECRET, PAYMENT_SECR
 pub use gateway::Gateway;
 pub use keys::{jwks, SigningKey, TestCa};
 pub use postgres::Postgres;
+pub use process::{sigterm, wait_or_kill};
 pub use redis_cluster::RedisCluster;
 pub use redis_sentinel::RedisSentinel;
 pub use redis_server::RedisServer;

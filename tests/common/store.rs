@@ -4,7 +4,8 @@
 //!   200 — or 503 while `set_failing(true)`; failed attempts are counted, not recorded.
 //!   While `set_hanging(true)` it answers nothing: the request is held (counted in
 //!   `held`, the most at once in `max_held`) until `set_hanging(false)`, then answered
-//!   503 and not recorded — a store that hung and gave up.
+//!   503 and not recorded — a store that hung and gave up. `set_delay(d)` makes it slow:
+//!   each delivery is answered `d` after it arrived.
 //! - Any other request is echoed back as JSON:
 //!   `{"method", "path" (with query), "headers": {name: value}, "body": text}`.
 //!   Test knobs on the request: `x-test-status: <code>` sets the status,
@@ -23,7 +24,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -70,6 +71,8 @@ struct Shared {
     tunnels_closed: AtomicUsize,
     /// `true` while order deliveries are held unanswered.
     hanging: tokio::sync::watch::Sender<bool>,
+    /// Milliseconds each order delivery waits before it is answered (a slow store).
+    delay_ms: AtomicU64,
     /// Order deliveries held right now, and the most held at once.
     held: AtomicUsize,
     max_held: AtomicUsize,
@@ -199,6 +202,13 @@ impl TestStore {
         self.shared.hanging.send_replace(hanging);
     }
 
+    /// A slow store: each order delivery is answered `delay` after it arrived (after
+    /// any hang), as usual otherwise. `Duration::ZERO` ends it.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
     /// Order deliveries held unanswered right now.
     pub fn held(&self) -> usize {
         self.shared.held.load(Ordering::SeqCst)
@@ -326,6 +336,10 @@ async fn handle_inner(
             let mut hanging = shared.hanging.subscribe();
             let _ = hanging.wait_for(|h| !*h).await;
             return Ok(reply(503, r#"{"error":"hung, then gave up"}"#));
+        }
+        let delay = shared.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         if shared.failing.load(Ordering::SeqCst) {
             return Ok(reply(503, r#"{"error":"failing on purpose"}"#));

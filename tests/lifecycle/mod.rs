@@ -259,34 +259,36 @@ pub struct Stats {
     pub refund_required: i64,
 }
 
+/// An item's counters and `ledger_ok` from a `GET /admin/campaigns` body; `None` when
+/// the campaign, the item or a counter is missing.
+pub fn item_stats(all: &Value, campaign: &str, sku: &str) -> Option<(Stats, bool)> {
+    let c = all["campaigns"]
+        .as_array()?
+        .iter()
+        .find(|c| c["id"] == campaign)?;
+    let i = c["items"].as_array()?.iter().find(|i| i["sku"] == sku)?;
+    let n = |k: &str| i[k].as_i64();
+    let s = Stats {
+        initial: n("initial")?,
+        adjusted: n("adjusted")?,
+        remaining: n("remaining")?,
+        pending: n("pending")?,
+        paid: n("paid")?,
+        expired: n("expired")?,
+        cancelled: n("cancelled")?,
+        refund_required: n("refund_required")?,
+    };
+    Some((s, i["ledger_ok"] == true))
+}
+
 /// Reads an item's counters and asserts the ledger (SPEC §1.1):
 /// `initial + adjusted = remaining + pending + paid`, nothing negative, `ledger_ok`.
 pub async fn ledger(api: &impl Api, campaign: &str, sku: &str) -> Stats {
     let res = admin_get(api, "/admin/campaigns").await;
     assert_eq!(res.status, 200, "{}", res.text());
     let all = res.json();
-    let c = all["campaigns"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["id"] == campaign))
-        .unwrap_or_else(|| panic!("no campaign {campaign} in {all}"));
-    let i = c["items"]
-        .as_array()
-        .and_then(|is| is.iter().find(|i| i["sku"] == sku))
-        .unwrap_or_else(|| panic!("no item {sku} in {c}"));
-    let n = |k: &str| {
-        i[k].as_i64()
-            .unwrap_or_else(|| panic!("item field {k} missing: {i}"))
-    };
-    let s = Stats {
-        initial: n("initial"),
-        adjusted: n("adjusted"),
-        remaining: n("remaining"),
-        pending: n("pending"),
-        paid: n("paid"),
-        expired: n("expired"),
-        cancelled: n("cancelled"),
-        refund_required: n("refund_required"),
-    };
+    let (s, ledger_ok) = item_stats(&all, campaign, sku)
+        .unwrap_or_else(|| panic!("no counters of {campaign}/{sku} in {all}"));
     assert_eq!(
         s.initial + s.adjusted,
         s.remaining + s.pending + s.paid,
@@ -296,7 +298,7 @@ pub async fn ledger(api: &impl Api, campaign: &str, sku: &str) -> Stats {
         s.remaining >= 0 && s.pending >= 0 && s.paid >= 0,
         "negative counter: {s:?}"
     );
-    assert_eq!(i["ledger_ok"], true, "{i}");
+    assert!(ledger_ok, "ledger_ok false for {campaign}/{sku}: {all}");
     s
 }
 
@@ -386,13 +388,16 @@ pub struct Probe {
 
 impl Probe {
     pub async fn new(redis: &RedisServer) -> Probe {
-        let client = redis::Client::open(redis.url()).expect("redis url");
-        Probe {
-            con: client
-                .get_multiplexed_async_connection()
-                .await
-                .expect("connect to test redis"),
-        }
+        Probe::connect(&redis.url())
+            .await
+            .expect("connect to test redis")
+    }
+
+    /// Connects to the Redis at `url`.
+    pub async fn connect(url: &str) -> redis::RedisResult<Probe> {
+        let client = redis::Client::open(url)?;
+        let con = client.get_multiplexed_async_connection().await?;
+        Ok(Probe { con })
     }
 
     /// Entries ever added to `stream` (XINFO STREAM `entries-added`, Redis ≥ 7): counts
@@ -717,6 +722,13 @@ impl GatewayProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGTERM, then waits up to `grace` for the exit (SIGKILL after that); returns
+    /// whether it exited on its own. Blocks the thread: call it from a multi-thread runtime.
+    pub fn terminate(&mut self, grace: Duration) -> bool {
+        sigterm(&self.child);
+        tokio::task::block_in_place(|| wait_or_kill(&mut self.child, grace))
     }
 
     /// SIGKILL: no drain, no shutdown work at all.
