@@ -7,7 +7,8 @@
 --   <base>holders:<sku> hash  user -> pending order id (who may retry after a sell-out);
 --                             item field `hv` counts its changes
 --   <base>order:<id>     hash  the ORDER_FIELDS below; refund:<payment_id> -> ms for each
---                             second charge of a paid order already queued for refund
+--                             second charge of a paid order already queued for refund;
+--                             told = 1 once returned to a retry (void.lua keeps it)
 --   <base>deadlines      zset  pending order ids scored by pay_by (ms)
 --   <base>outbox         stream paid / refund_required / second_charge events for the sink
 --   <base>dead           stream outbox entries that failed too often

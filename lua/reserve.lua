@@ -69,6 +69,8 @@ local function reserve_one(ikey, ukey, hkey, okey, a)
       if redis.call('HGET', prev_key, 'sku') ~= sku then
         return {'idem_mismatch'}
       end
+      -- Its buyer knows it now: void.lua must never undo it.
+      redis.call('HSET', prev_key, 'told', 1)
       local r = order_fields(prev_key)
       table.insert(r, 1, 'existing')
       return r
@@ -78,6 +80,7 @@ local function reserve_one(ikey, ukey, hkey, okey, a)
   if pending then
     local pending_key = base .. 'order:' .. pending
     if redis.call('HGET', pending_key, 'status') == 'pending_payment' then
+      redis.call('HSET', pending_key, 'told', 1)
       local r = order_fields(pending_key)
       table.insert(r, 1, 'existing')
       return r

@@ -266,6 +266,102 @@ async fn a_gateway_started_before_redis_answers_503_then_serves() {
     );
 }
 
+// === a reply lost with its connection: the 503 reserved nothing ===
+
+const LOST: &str = "lost";
+
+/// A buy with an `Idempotency-Key`.
+async fn buy_keyed(gw: &Gateway, user: &str, key: &str) -> TestResponse {
+    let auth = bearer(user);
+    let headers = [("authorization", auth.as_str()), ("idempotency-key", key)];
+    send("POST", &gw.buy_url(LOST, "a"), &headers, None).await
+}
+
+/// What Redis holds for `user` in campaign `lost`: units held and the pending order id.
+async fn held_by(redis: &RedisServer, user: &str) -> (Option<i64>, Option<String>) {
+    let mut con = redis_client(redis)
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("HMGET")
+        .arg(format!("fg:{{{LOST}}}:user:{user}"))
+        .arg("held")
+        .arg("p:a")
+        .query_async(&mut con)
+        .await
+        .unwrap()
+}
+
+/// A gateway reaching Redis through a proxy that loses the reply to `victim`'s buy and
+/// then refuses reconnections: the buy ran in Redis, its buyer is answered 503.
+async fn lose_the_reply(redis: &RedisServer, store: &TestStore) -> (Gateway, RedisProxy) {
+    let proxy = RedisProxy::start(redis.port()).await;
+    let mut cfg = TestConfig::new(&proxy.url(), &store.url());
+    cfg.campaign(CampaignSpec::new(LOST).item("a", 5, 100));
+    let gw = start(&cfg).await;
+    assert_eq!(buy(&gw, LOST, "first").await.status, 201);
+    proxy.lose_reply_to("victim");
+    proxy.set_refusing(true);
+    let res = buy_keyed(&gw, "victim", "k1").await;
+    assert_unavailable(&res, "a buy whose reply was lost");
+    assert_eq!(proxy.replies_lost(), 1);
+    // The reservation exists in Redis: the guard below has something to undo.
+    let (held, order) = held_by(redis, "victim").await;
+    assert_eq!(held, Some(1), "the lost call reserved");
+    assert!(order.is_some());
+    (gw, proxy)
+}
+
+/// SPEC §1.5: a buy answered 503 reserved nothing. Its call ran in Redis (the reply was
+/// lost when the connection dropped); the gateway undoes it before its lane sends
+/// anything else, so the stock is back and the buyer's retry with the same key reserves
+/// afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_whose_reply_was_lost_is_undone_before_the_next_buy() {
+    let (redis, store) = (RedisServer::start(), TestStore::start().await);
+    let (gw, proxy) = lose_the_reply(&redis, &store).await;
+    proxy.set_refusing(false);
+    // The first buy served after the outage was sent after the undo.
+    let after = buy_when_back(&gw, LOST, "after").await;
+    assert_eq!(after.status, 201, "{}", after.text());
+    assert_eq!(held_by(&redis, "victim").await, (Some(0), None));
+    let stats = gw.item_stats(LOST, "a").await;
+    assert_eq!(
+        (stats["remaining"].as_i64(), stats["pending"].as_i64()),
+        (Some(3), Some(2)),
+        "{stats}"
+    );
+    assert_eq!(stats["ledger_ok"], true, "{stats}");
+    // The same Idempotency-Key now makes a new reservation (201, not a replay).
+    let retry = buy_keyed(&gw, "victim", "k1").await;
+    assert_eq!(retry.status, 201, "{}", retry.text());
+}
+
+/// The buyer retried on another instance before the undo could run and was shown the
+/// order: from then on it is theirs, and the undo leaves it alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_reservation_a_retry_was_shown_is_kept() {
+    let (redis, store) = (RedisServer::start(), TestStore::start().await);
+    let (gw, proxy) = lose_the_reply(&redis, &store).await;
+    let mut cfg = TestConfig::new(&redis.url(), &store.url());
+    cfg.campaign(CampaignSpec::new(LOST).item("a", 5, 100));
+    let other = start(&cfg).await;
+    let shown = buy_keyed(&other, "victim", "k1").await;
+    assert_eq!(
+        shown.status,
+        200,
+        "the retry replays the order: {}",
+        shown.text()
+    );
+    let id = shown.json()["order_id"].as_str().unwrap().to_owned();
+
+    proxy.set_refusing(false);
+    assert_eq!(buy_when_back(&gw, LOST, "after").await.status, 201);
+    assert_eq!(held_by(&redis, "victim").await, (Some(1), Some(id)));
+    let stats = gw.item_stats(LOST, "a").await;
+    assert_eq!(stats["pending"].as_i64(), Some(3), "{stats}");
+}
+
 // === restarts never reset stock ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,11 +9,14 @@
 //!
 //! Each buy keeps its own checks and outcome (the script runs them one after another, as
 //! separate calls would). A failed call (timeout, Redis away) fails every buy of its batch
-//! with 503: each carries its own deadline, checked by the script against Redis' clock,
-//! so a call Redis runs after the gateway gave up reserves nothing (SPEC §1.5).
+//! with 503, and SPEC §1.5 says those reserved nothing. Two guards make that true: each
+//! buy carries its own deadline, checked by the script against Redis' clock, so a call
+//! Redis runs after the gateway gave up refuses; and a call that may have run (its reply
+//! lost with the connection, or late) is undone by `lua/void.lua` before the lane sends
+//! anything else, so no retry on this instance can meet its orders first.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use tokio::sync::oneshot;
@@ -22,6 +25,15 @@ use super::{CampaignKeys, Reply, Store, StoreError};
 
 /// Most buys in one call: about 2-3 ms of Redis time for a full batch.
 pub(crate) const MAX_BATCH: usize = 128;
+/// How often a lane with nothing to send retries undoing its voids while Redis is away.
+const VOID_RETRY: Duration = Duration::from_millis(250);
+
+/// A reservation whose buyer was answered 503 although its call may have run.
+pub(super) struct Void {
+    pub(super) order_key: String,
+    pub(super) order_id: String,
+    pub(super) idempotency_key: String,
+}
 
 /// One buy waiting for its batch: what `lua/reserve.lua` needs, owned.
 pub(super) struct Job {
@@ -61,11 +73,15 @@ pub(super) struct Batcher {
 struct Lane {
     keys: CampaignKeys,
     queue: Mutex<Queue>,
+    /// Wakes a driver that waits to retry its voids when a buy arrives.
+    arrived: tokio::sync::Notify,
 }
 
 #[derive(Default)]
 struct Queue {
     jobs: Vec<Job>,
+    /// Undone before the next batch is sent (see the module's note).
+    voids: Vec<Void>,
     /// A driver task is sending this lane's batches.
     running: bool,
 }
@@ -82,6 +98,7 @@ impl Batcher {
                     Arc::new(Lane {
                         keys: keys.clone(),
                         queue: Mutex::default(),
+                        arrived: tokio::sync::Notify::new(),
                     })
                 })
                 .clone(),
@@ -93,22 +110,44 @@ impl Batcher {
         };
         if start {
             tokio::spawn(drive(store.clone(), lane));
+        } else {
+            lane.arrived.notify_one();
         }
     }
 }
 
-/// Sends the lane's queued jobs, a batch at a time, until the queue is empty.
+/// Sends the lane's queued jobs, a batch at a time, until the queue is empty and no void
+/// is left to undo.
 async fn drive(store: Store, lane: Arc<Lane>) {
     loop {
-        let jobs: Vec<Job> = {
+        let (jobs, voids) = {
             let mut q = lane.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if q.jobs.is_empty() {
+            if q.jobs.is_empty() && q.voids.is_empty() {
                 q.running = false;
                 return;
             }
             let n = q.jobs.len().min(MAX_BATCH);
-            q.jobs.drain(..n).collect()
+            let jobs: Vec<Job> = q.jobs.drain(..n).collect();
+            (jobs, std::mem::take(&mut q.voids))
         };
+        if !voids.is_empty() {
+            if let Err(e) = undo(&store, &lane, voids).await {
+                if jobs.is_empty() {
+                    // Nothing to answer: retry later, or at once for the next buy.
+                    tokio::select! {
+                        _ = tokio::time::sleep(VOID_RETRY) => {}
+                        _ = lane.arrived.notified() => {}
+                    }
+                }
+                for job in jobs {
+                    let _ = job.reply.send(Err(e.again()));
+                }
+                continue;
+            }
+        }
+        if jobs.is_empty() {
+            continue;
+        }
         if let Some(h) = &store.batch_sizes {
             h.observe(jobs.len() as f64);
         }
@@ -125,10 +164,48 @@ async fn drive(store: Store, lane: Arc<Lane>) {
                 }
             }
             Err(e) => {
+                if e.may_have_run() {
+                    let voids = jobs.iter().map(|j| Void {
+                        order_key: j.order_key.clone(),
+                        order_id: j.args.order_id.clone(),
+                        idempotency_key: j.args.idempotency_key.clone(),
+                    });
+                    let mut q = lane.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    q.voids.extend(voids);
+                }
                 for job in jobs {
                     let _ = job.reply.send(Err(e.again()));
                 }
             }
+        }
+    }
+}
+
+/// Undoes `voids`. While Redis cannot be reached they are kept, and the caller fails
+/// what it was about to send: nothing may reach Redis before them. Redis answering with
+/// an error (a bug, not an outage) drops them, so a campaign never stays blocked; their
+/// orders then expire at `pay_by`, as without this guard.
+async fn undo(store: &Store, lane: &Lane, voids: Vec<Void>) -> Result<(), StoreError> {
+    match store.void_reservations(&lane.keys, &voids).await {
+        Ok((undone, kept)) => {
+            if undone > 0 || kept > 0 {
+                tracing::warn!(
+                    campaign = %lane.keys.campaign, undone, kept,
+                    "reservations whose buyers were answered 503 undone (kept: their buyers saw them on a retry)"
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.unreachable() => {
+            let mut q = lane.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let later = std::mem::replace(&mut q.voids, voids);
+            q.voids.extend(later);
+            Err(e)
+        }
+        Err(e) => {
+            tracing::error!(campaign = %lane.keys.campaign, error = %e, orders = voids.len(),
+                "could not undo reservations answered 503; they expire at their pay_by");
+            Ok(())
         }
     }
 }

@@ -83,7 +83,7 @@ impl Breaker {
         }
         let reached = match result {
             Ok(_) => true,
-            Err(e) => !unreachable(e),
+            Err(e) => !e.unreachable(),
         };
         if reached {
             self.failures.store(0, Ordering::Relaxed);
@@ -102,20 +102,6 @@ impl Breaker {
 }
 
 /// Whether an error means Redis could not be reached (as opposed to Redis answering).
-fn unreachable(e: &StoreError) -> bool {
-    match e {
-        StoreError::Timeout | StoreError::NotConnected | StoreError::CircuitOpen => true,
-        StoreError::Redis(e) => {
-            e.is_io_error()
-                || e.is_timeout()
-                || e.is_connection_dropped()
-                || e.is_connection_refusal()
-        }
-        // Redis answered; its replicas are behind.
-        StoreError::Config(_) | StoreError::Protocol(_) | StoreError::NotReplicated { .. } => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

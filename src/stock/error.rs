@@ -42,6 +42,32 @@ impl StoreError {
         }
     }
 
+    /// Whether Redis could not be reached (timeouts, I/O errors, no connection, the
+    /// breaker open), as opposed to Redis answering with an error.
+    pub fn unreachable(&self) -> bool {
+        match self {
+            StoreError::Timeout | StoreError::NotConnected | StoreError::CircuitOpen => true,
+            StoreError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+            }
+            StoreError::Config(_) | StoreError::Protocol(_) | StoreError::NotReplicated { .. } => {
+                false
+            }
+        }
+    }
+
+    /// Whether a call that failed so may still have run in Redis: anything but a call
+    /// that was never sent (no connection, the breaker open, a bad configuration).
+    pub fn may_have_run(&self) -> bool {
+        !matches!(
+            self,
+            StoreError::NotConnected | StoreError::CircuitOpen | StoreError::Config(_)
+        )
+    }
+
     /// The server's error code (`NOGROUP`, `BUSYGROUP`, `NOSCRIPT`, …), if Redis answered one.
     pub fn code(&self) -> Option<&str> {
         match self {

@@ -247,8 +247,17 @@ impl Store {
         &self,
         inv: redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
+        self.run_within(self.limit(), inv).await
+    }
+
+    /// [`Store::run`] given up after `limit`.
+    async fn run_within<T: FromRedisValue>(
+        &self,
+        limit: Duration,
+        inv: redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
         self.conn
-            .bounded(self.limit(), async {
+            .bounded(limit, async {
                 let mut con = self.conn.get()?;
                 Ok(inv.invoke_async(&mut con).await?)
             })
@@ -421,6 +430,29 @@ impl Store {
                 Some(member) => inv.arg("raffle").arg(&member[..]),
                 None => inv.arg("").arg(""),
             };
+        }
+        // The buyers wait `command_timeout`, not the longer bound of other calls: a call
+        // still running then has passed its deadline in the script, or is undone.
+        self.run_within(self.conn.timeout(), inv).await
+    }
+
+    /// Undoes reservations whose buyers were answered 503 (`lua/void.lua`); returns how
+    /// many were undone and how many kept (seen by their buyer on a retry, or closed).
+    async fn void_reservations(
+        &self,
+        keys: &CampaignKeys,
+        voids: &[batch::Void],
+    ) -> Result<(u64, u64), StoreError> {
+        let mut inv = self.scripts.void.prepare_invoke();
+        inv.key(&keys.deadlines)
+            .key(&keys.claims)
+            .key(&keys.selection)
+            .key(&keys.admission);
+        inv.arg(&keys.base);
+        for v in voids {
+            inv.key(&v.order_key)
+                .arg(&v.order_id)
+                .arg(&v.idempotency_key);
         }
         self.run(inv).await
     }

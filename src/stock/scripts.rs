@@ -27,6 +27,7 @@ pub(crate) struct Scripts {
     pub(crate) draw: Script,
     pub(crate) entry: Script,
     pub(crate) heartbeat: Script,
+    pub(crate) void: Script,
 }
 
 impl Scripts {
@@ -44,11 +45,12 @@ impl Scripts {
             enter: script!("enter.lua"),
             draw: script!("draw.lua"),
             entry: script!("entry.lua"),
+            void: script!("void.lua"),
             heartbeat: script!("heartbeat.lua"),
         }
     }
 
-    pub(crate) fn all(&self) -> [&Script; 13] {
+    pub(crate) fn all(&self) -> [&Script; 14] {
         [
             &self.reserve,
             &self.cancel,
@@ -63,6 +65,7 @@ impl Scripts {
             &self.draw,
             &self.entry,
             &self.heartbeat,
+            &self.void,
         ]
     }
 }
