@@ -55,6 +55,9 @@ struct RoundState {
     forgot_at: Instant,
     /// Per stream: the consumers found stale, and when (asked at most once a beat).
     stale: HashMap<String, (Instant, HashSet<String>)>,
+    /// Entries read but not started: `redis.replica_ack` replicas did not confirm them
+    /// yet, and a sink must never hold a paid order a failover could take back.
+    unconfirmed: Vec<Work>,
 }
 
 pub(super) struct Consumer {
@@ -130,6 +133,7 @@ impl Consumer {
             last_error: HashMap::new(),
             forgot_at: Instant::now(),
             stale: HashMap::new(),
+            unconfirmed: Vec::new(),
         };
         let mut flying = Deliveries::new(
             self.sink.clone(),
@@ -186,7 +190,7 @@ impl Consumer {
         let campaigns = self.store.known_campaigns(self.registry.ids()).await?;
         let claim_idle = self.cfg.claim_idle.0;
         let forget = st.forgot_at.elapsed() >= claim_idle;
-        let mut work = Vec::new();
+        let mut work = std::mem::take(&mut st.unconfirmed);
         // One stream per read: each campaign's stream lives in its own cluster slot.
         for (_, keys) in &campaigns {
             if !st.grouped.contains(&keys.outbox) {
@@ -219,6 +223,16 @@ impl Consumer {
         }
         if forget {
             st.forgot_at = Instant::now();
+        }
+        // Replication is in order: once the replicas hold this connection's last write
+        // (the read that took these entries), they hold the entries too.
+        if !work.is_empty() && !self.store.replicated(con).await? {
+            tracing::warn!(
+                entries = work.len(),
+                "outbox: replicas have not confirmed these entries; not delivering them yet"
+            );
+            st.unconfirmed = work;
+            return Ok(handled);
         }
         flying.start(work);
         Ok(handled)

@@ -23,10 +23,11 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use prometheus::{IntCounter, IntGauge};
 
+use redis::aio::MultiplexedConnection;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
 use tokio::sync::Notify;
 
 use super::breaker::{Admit, Breaker};
@@ -39,8 +40,14 @@ use crate::config::RedisConfig;
 pub enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
-    /// A dedicated connection under Sentinel: moves to the new master on its next
-    /// command after a failover, so its long-lived owner never has to notice.
+    /// The shared connection under Sentinel. It never reconnects by itself: an address
+    /// that was the master may come back as a stale or empty one (a killed primary
+    /// restarting before the sentinels demote it), so only the task that asks the
+    /// sentinels, and checks `ROLE`, connects (`RedisConn::find_master`).
+    Direct(MultiplexedConnection),
+    /// A dedicated connection under Sentinel: reopened to the current master on its next
+    /// command after a failover or after it broke, so its long-lived owner never has to
+    /// notice.
     Following(Box<FollowingConn>),
 }
 
@@ -49,9 +56,12 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
-            Conn::Following(c) => {
-                Box::pin(async move { c.current().await?.req_packed_command(cmd).await })
-            }
+            Conn::Direct(c) => c.req_packed_command(cmd),
+            Conn::Following(c) => Box::pin(async move {
+                let r = c.current().await?.req_packed_command(cmd).await;
+                c.note(&r);
+                r
+            }),
         }
     }
 
@@ -64,11 +74,15 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Direct(c) => c.req_packed_commands(cmd, offset, count),
             Conn::Following(c) => Box::pin(async move {
-                c.current()
+                let r = c
+                    .current()
                     .await?
                     .req_packed_commands(cmd, offset, count)
-                    .await
+                    .await;
+                c.note(&r);
+                r
             }),
         }
     }
@@ -77,6 +91,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Direct(c) => c.get_db(),
             Conn::Following(c) => c.con.get_db(),
         }
     }
@@ -88,19 +103,35 @@ pub struct FollowingConn {
     home: RedisConn,
     /// The [`MasterNode::generation`] `con` is connected to.
     generation: u64,
-    con: ConnectionManager,
+    con: MultiplexedConnection,
+    /// The connection failed (dropped, refused): reopen before the next command.
+    broken: bool,
 }
 
 impl FollowingConn {
-    /// The connection to the current master, reopened first if the master changed.
-    async fn current(&mut self) -> redis::RedisResult<&mut ConnectionManager> {
+    /// The connection to the current master, reopened first if the master changed or
+    /// the connection broke.
+    async fn current(&mut self) -> redis::RedisResult<&mut MultiplexedConnection> {
+        if self.broken {
+            // Ask the sentinels first: the address it had may be a dead master that came
+            // back empty or stale before they demoted it.
+            self.home.find_master_now().await;
+        }
         if let Some(node) = self.home.master() {
-            if node.generation != self.generation {
-                self.con = self.home.manager(&node.client, true).await?;
+            if self.broken || node.generation != self.generation {
+                self.con = self.home.direct(&node.client, true).await?;
                 self.generation = node.generation;
+                self.broken = false;
             }
         }
         Ok(&mut self.con)
+    }
+
+    fn note<T>(&mut self, r: &redis::RedisResult<T>) {
+        if let Err(e) = r {
+            self.broken |=
+                e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal();
+        }
     }
 }
 
@@ -259,6 +290,25 @@ impl RedisConn {
         ConnectionManager::new_with_config(client.clone(), cfg).await
     }
 
+    /// A plain multiplexed connection to `client` (no reconnecting of its own).
+    async fn direct(
+        &self,
+        client: &redis::Client,
+        dedicated: bool,
+    ) -> redis::RedisResult<MultiplexedConnection> {
+        let response = if dedicated {
+            dedicated_timeout(self.inner.timeout)
+        } else {
+            self.inner.timeout
+        };
+        let cfg = AsyncConnectionConfig::new()
+            .set_response_timeout(response)
+            .set_connection_timeout(connect_timeout(self.inner.timeout));
+        client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+    }
+
     /// Opens a new connection (for the hot path, or a dedicated one).
     async fn open(&self, dedicated: bool) -> redis::RedisResult<Conn> {
         match &self.inner.client {
@@ -272,14 +322,15 @@ impl RedisConn {
                     let e = (redis::ErrorKind::IoError, "no master found yet");
                     return Err(e.into());
                 };
-                let con = self.manager(&node.client, dedicated).await?;
+                let con = self.direct(&node.client, dedicated).await?;
                 Ok(match dedicated {
                     true => Conn::Following(Box::new(FollowingConn {
                         home: self.clone(),
                         generation: node.generation,
                         con,
+                        broken: false,
                     })),
-                    false => Conn::Single(con),
+                    false => Conn::Direct(con),
                 })
             }
         }
@@ -300,7 +351,7 @@ impl RedisConn {
         let limit = connect_timeout(i.timeout);
         let addr = f.sentinels.master_addr(limit).await?;
         let current = f.master.load_full();
-        if current.as_ref().is_some_and(|n| n.addr == addr) && i.shared.load().is_some() {
+        if current.as_ref().is_some_and(|n| n.addr == addr) && self.shared_answers(limit).await {
             return Ok(());
         }
         let client = f
@@ -308,7 +359,7 @@ impl RedisConn {
             .master_client(&addr)
             .map_err(|e| e.to_string())?;
         let fail = |e: String| format!("master {addr}: {e}");
-        let mut con = tokio::time::timeout(limit * 2, self.manager(&client, false))
+        let mut con = tokio::time::timeout(limit * 2, self.direct(&client, false))
             .await
             .map_err(|_| fail("connect timed out".into()))?
             .map_err(|e| fail(e.to_string()))?;
@@ -325,11 +376,30 @@ impl RedisConn {
             client,
             generation,
         })));
-        i.shared.store(Some(Arc::new(Conn::Single(con))));
+        i.shared.store(Some(Arc::new(Conn::Direct(con))));
         // A new node: the old one's failures say nothing about it.
         i.breaker.reset();
         i.circuit_open.set(0);
         Ok(())
+    }
+
+    /// Under Sentinel, asks the sentinels now (for a connection that broke).
+    async fn find_master_now(&self) {
+        if let Client::Sentinel(f) = &self.inner.client {
+            if let Err(why) = self.find_master(f).await {
+                tracing::warn!(error = %why, "redis: no master from the sentinels yet");
+            }
+        }
+    }
+
+    /// Whether the shared connection is there and answers `PING` within `limit`.
+    async fn shared_answers(&self, limit: Duration) -> bool {
+        let Ok(mut con) = self.get() else {
+            return false;
+        };
+        let ping = redis::cmd("PING");
+        let answer = tokio::time::timeout(limit, ping.query_async::<()>(&mut con)).await;
+        matches!(answer, Ok(Ok(())))
     }
 
     /// Asks the sentinels about once a second, and soon after a call failed, for ever.

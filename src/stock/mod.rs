@@ -305,6 +305,23 @@ impl Store {
         Ok(reply)
     }
 
+    /// Whether `redis.replica_ack` replicas hold every write made so far on `con` (a
+    /// dedicated connection: `WAIT` blocks it); always true when not asked for.
+    pub async fn replicated(&self, con: &mut Conn) -> Result<bool, StoreError> {
+        if self.replica_ack == 0 {
+            return Ok(true);
+        }
+        let wait = redis::cmd("WAIT")
+            .arg(self.replica_ack)
+            .arg(millis(self.conn.timeout()))
+            .clone();
+        let acked: u32 = self
+            .conn
+            .bounded(self.limit(), async { Ok(wait.query_async(con).await?) })
+            .await?;
+        Ok(acked >= self.replica_ack)
+    }
+
     /// One command on the shared connection.
     async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         self.conn
