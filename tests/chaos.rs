@@ -1,7 +1,8 @@
 //! The chaos suite (issue 11): real gateway processes, a real Redis and the test store
 //! as the http order sink, a crowd buying and paying through faults — gateway SIGKILL,
 //! Redis SIGKILL and AOF restart, Redis frozen, store down, store slow, callbacks racing
-//! expiry, SIGTERM with an outbox backlog — then, once quiet, an audit of SPEC §1 over
+//! expiry, SIGTERM with an outbox backlog, a Sentinel failover with `replica_ack = 1` —
+//! then, once quiet, an audit of SPEC §1 over
 //! everything recorded, and a report in `target/chaos/report.md`.
 //!
 //! `CHAOS_PROFILE=smoke` (default; CI) or `full`, `CHAOS_RUNS=n`: see
@@ -72,6 +73,11 @@ async fn sigterm_with_an_outbox_backlog() {
 
 /// The audit can fail: a calm recorded run passes, and each way of corrupting it is
 /// reported under its rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_failover_with_replica_ack() {
+    check("sentinel-failover").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_reports_a_corrupted_run() {
     use record::{Delivery, Kind, Run};

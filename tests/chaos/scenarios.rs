@@ -23,12 +23,27 @@ pub struct Scenario {
     pub gateways: usize,
     /// Redis with `appendonly yes`, `appendfsync always`.
     pub aof: bool,
+    /// A replica and three sentinels too; the gateways follow the master the sentinels
+    /// name (`redis.sentinel`) and answer a payment only once a replica has it
+    /// (`redis.replica_ack = 1`).
+    pub sentinel: bool,
+    /// Audit rules whose breaches this scenario's fault causes by design; they are
+    /// reported (counted, listed) but do not fail the run.
+    pub tolerates: &'static [&'static str],
     pub mix: Mix,
     /// Scenario-specific settings on top of the run's configuration.
     pub configure: fn(&mut TestConfig),
     /// Runs mid-crowd; returns when the fault is over.
     pub fault: for<'a> fn(&'a World) -> FaultFuture<'a>,
 }
+
+/// What a failover loses by design (README, Durability): writes no replica confirmed.
+/// Reservations are not waited for, so a pre-order a buyer was given just before the
+/// kill can be gone; and the ledger, read from the old primary, can show counts a
+/// failover then takes back (a payment answered 503, a reservation). A payment answered
+/// 200 is never among them: `paid-not-at-store`, `store-not-paid` and the rest still
+/// fail the run.
+const FAILOVER_LOSSES: &[&str] = &["counter-back", "lost-order"];
 
 const MIX: Mix = Mix {
     pay: 55,
@@ -40,6 +55,8 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "gateway-kill",
         gateways: 2,
         aof: false,
+        sentinel: false,
+        tolerates: &[],
         mix: MIX,
         configure: defaults,
         fault: gateway_kill,
@@ -48,6 +65,8 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "redis-kill-aof",
         gateways: 1,
         aof: true,
+        sentinel: false,
+        tolerates: &[],
         mix: MIX,
         configure: defaults,
         fault: redis_kill,
@@ -56,6 +75,8 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "redis-freeze",
         gateways: 1,
         aof: false,
+        sentinel: false,
+        tolerates: &[],
         mix: MIX,
         configure: defaults,
         fault: redis_freeze,
@@ -64,6 +85,8 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "store-down",
         gateways: 1,
         aof: false,
+        sentinel: false,
+        tolerates: &[],
         mix: MIX,
         configure: defaults,
         fault: store_down,
@@ -72,6 +95,8 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "slow-store-c1",
         gateways: 1,
         aof: false,
+        sentinel: false,
+        tolerates: &[],
         mix: Mix {
             pay: 85,
             deadline: 0,
@@ -83,6 +108,8 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "slow-store-c16",
         gateways: 1,
         aof: false,
+        sentinel: false,
+        tolerates: &[],
         mix: Mix {
             pay: 85,
             deadline: 0,
@@ -94,6 +121,8 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "callbacks-racing-expiry",
         gateways: 1,
         aof: false,
+        sentinel: false,
+        tolerates: &[],
         mix: Mix {
             pay: 10,
             deadline: 70,
@@ -105,9 +134,21 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "sigterm-backlog",
         gateways: 2,
         aof: false,
+        sentinel: false,
+        tolerates: &[],
         mix: MIX,
         configure: defaults,
         fault: sigterm_with_backlog,
+    },
+    Scenario {
+        name: "sentinel-failover",
+        gateways: 2,
+        aof: false,
+        sentinel: true,
+        tolerates: FAILOVER_LOSSES,
+        mix: MIX,
+        configure: defaults,
+        fault: failover,
     },
 ];
 
@@ -230,6 +271,36 @@ fn sigterm_with_backlog(w: &World) -> FaultFuture<'_> {
     })
 }
 
+/// (8) The failover drill: the primary SIGKILLed mid-payments; the sentinels promote the
+/// replica and the gateways follow. The old primary comes back (empty: no persistence)
+/// and the sentinels make it the new master's replica, so `WAIT 1` can be met again and
+/// the payments answered 503 meanwhile are retried into paid orders.
+fn failover(w: &World) -> FaultFuture<'_> {
+    Box::pin(async move {
+        w.fault_begins();
+        tokio::task::block_in_place(|| w.redis.lock().unwrap().kill());
+        let t = std::time::Instant::now();
+        let promoted = w
+            .failover
+            .as_ref()
+            .expect("a sentinel scenario")
+            .replica
+            .port();
+        eventually(
+            "the sentinels promote the replica",
+            Duration::from_secs(60),
+            || async { (w.master_port() == promoted).then_some(()) },
+        )
+        .await;
+        w.note(format!(
+            "the sentinels named the replica {} ms after the kill",
+            t.elapsed().as_millis()
+        ));
+        tokio::task::block_in_place(|| w.redis.lock().unwrap().restart());
+        w.fault_ends().await;
+    })
+}
+
 /// Runs scenario `name` the profile's number of times, audits and reports each run, and
 /// fails listing every violation.
 pub async fn check(name: &str) {
@@ -240,8 +311,22 @@ pub async fn check(name: &str) {
         .unwrap_or_else(|| panic!("no scenario {name}"));
     let mut failed = Vec::new();
     for run in 1..=profile.runs {
-        let rec = run_once(sc, &profile, run).await;
-        let violations = audit(&rec);
+        let mut rec = run_once(sc, &profile, run).await;
+        let (tolerated, violations): (Vec<_>, Vec<_>) = audit(&rec)
+            .into_iter()
+            .partition(|v| sc.tolerates.contains(&v.rule));
+        for rule in sc.tolerates {
+            let hits: Vec<&str> = tolerated
+                .iter()
+                .filter(|v| v.rule == *rule)
+                .map(|v| v.detail.as_str())
+                .collect();
+            rec.notes.push(format!(
+                "tolerated by design, `{rule}`: {} ({})",
+                hits.len(),
+                hits.join("; ")
+            ));
+        }
         report::publish(&report::render(&rec, &violations));
         report::dump(&rec);
         if !violations.is_empty() {
@@ -272,6 +357,8 @@ pub async fn calm_run() -> super::record::Run {
         name: "calm",
         gateways: 1,
         aof: false,
+        sentinel: false,
+        tolerates: &[],
         mix: Mix {
             pay: 50,
             deadline: 30,

@@ -19,10 +19,20 @@ pub const CAMPAIGN: &str = "chaos";
 pub const SKUS: [&str; 2] = ["red", "blue"];
 const PRICE: u64 = 2_500;
 
+/// The name the sentinels of a failover scenario monitor the master under.
+const MASTER: &str = "chaos";
+
+/// A replica and three sentinels beside `World::redis` (the first primary).
+pub struct Failover {
+    pub replica: RedisServer,
+    pub sentinels: Vec<RedisSentinel>,
+}
+
 /// What a fault acts on.
 pub struct World {
     pub profile: Profile,
     pub redis: Mutex<RedisServer>,
+    pub failover: Option<Failover>,
     pub store: TestStore,
     pub cfg: TestConfig,
     /// The gateways started, in order (a SIGKILLed one stays, dead).
@@ -73,9 +83,20 @@ impl World {
         let _ = rx.wait_for(|d| *d).await;
     }
 
-    /// A fresh direct connection to Redis (one made before a Redis restart is dead).
+    /// The port of the master: the one the sentinels name, or the only Redis.
+    pub fn master_port(&self) -> u16 {
+        match &self.failover {
+            Some(f) => f.sentinels[0]
+                .master_port(MASTER)
+                .expect("the sentinel names a master"),
+            None => self.redis.lock().unwrap().port(),
+        }
+    }
+
+    /// A fresh direct connection to the master (one made before a Redis restart or a
+    /// failover is dead).
     pub async fn probe(&self) -> Probe {
-        let url = self.redis.lock().unwrap().url();
+        let url = format!("redis://127.0.0.1:{}/0", self.master_port());
         eventually("a Redis connection", Duration::from_secs(10), || async {
             Probe::connect(&url).await.ok()
         })
@@ -88,6 +109,50 @@ impl World {
         self.live.add(gw.endpoints());
         self.gateways.lock().unwrap().push(gw);
     }
+}
+
+/// A replica of `primary` and three sentinels (quorum 2) that know it and each other;
+/// `cfg` then reaches Redis through them, with `replica_ack = 1`.
+async fn sentinels_for(primary: &RedisServer, cfg: &mut TestConfig) -> Failover {
+    let replica = RedisServer::start_replica_of(primary);
+    // In sync before the crowd: a replica still waiting for its first full sync (Redis
+    // delays a diskless one by 5 s) would make the drill lose everything.
+    let url = replica.url();
+    eventually("the replica in sync", Duration::from_secs(30), || async {
+        let mut probe = Probe::connect(&url).await.ok()?;
+        let info: String = probe
+            .query(redis::cmd("INFO").arg("replication").clone())
+            .await;
+        info.contains("master_link_status:up").then_some(())
+    })
+    .await;
+    let sentinels: Vec<RedisSentinel> = (0..3)
+        .map(|_| RedisSentinel::start(MASTER, primary, 2))
+        .collect();
+    let port = replica.port().to_string();
+    eventually(
+        "the sentinels know the replica and each other",
+        Duration::from_secs(30),
+        || async {
+            sentinels
+                .iter()
+                .all(|s| {
+                    s.ask(&["replicas", MASTER]).contains(&port)
+                        && s.ask(&["sentinels", MASTER]).starts_with("*2")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let urls: Vec<String> = sentinels.iter().map(|s| format!("{:?}", s.url())).collect();
+    cfg.unset("redis", "url")
+        .set(
+            "redis",
+            "sentinel",
+            &format!("{{ master = {MASTER:?}, urls = [{}] }}", urls.join(", ")),
+        )
+        .set("redis", "replica_ack", "1");
+    Failover { replica, sentinels }
 }
 
 async fn outbox_empty(probe: &mut Probe) -> bool {
@@ -114,11 +179,16 @@ pub async fn run_once(sc: &Scenario, profile: &Profile, run: usize) -> Run {
     cfg.campaign(campaign)
         .set_str("orders", "sweep_interval", "100ms");
     (sc.configure)(&mut cfg);
+    let failover = match sc.sentinel {
+        true => Some(sentinels_for(&redis, &mut cfg).await),
+        false => None,
+    };
 
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     let world = Arc::new(World {
         profile: profile.clone(),
         redis: Mutex::new(redis),
+        failover,
         store,
         cfg,
         gateways: Mutex::new(Vec::new()),
