@@ -153,8 +153,22 @@ async fn drive(store: Store, lane: Arc<Lane>) {
         }
         match store.reserve_batch(&lane.keys, &jobs).await {
             Ok(replies) if replies.len() == jobs.len() => {
+                let mut gone = Vec::new();
                 for (job, reply) in jobs.into_iter().zip(replies) {
-                    let _ = job.reply.send(Ok(reply));
+                    // Its buyer gave up (answered 503) before this reply: undo it.
+                    if let Err(Ok(reply)) = job.reply.send(Ok(reply)) {
+                        if super::tag(&reply) == "reserved" {
+                            gone.push(Void {
+                                order_key: job.order_key,
+                                order_id: job.args.order_id,
+                                idempotency_key: job.args.idempotency_key,
+                            });
+                        }
+                    }
+                }
+                if !gone.is_empty() {
+                    let mut q = lane.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    q.voids.extend(gone);
                 }
             }
             Ok(replies) => {

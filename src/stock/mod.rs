@@ -370,8 +370,11 @@ impl Store {
             reply,
         };
         self.batcher.submit(self, r.keys, job);
-        let reply = answer
+        // The buyer waits `command_timeout` in all, queueing included. A batch that still
+        // reserves for it after that finds its answer gone and undoes the order.
+        let reply = tokio::time::timeout(self.conn.timeout(), answer)
             .await
+            .map_err(|_| StoreError::Timeout)?
             .map_err(|_| StoreError::Protocol("the reserve batch was dropped".into()))??;
         Ok(match tag(&reply) {
             "reserved" => {
@@ -471,7 +474,8 @@ impl Store {
                 .arg(&v.order_id)
                 .arg(&v.idempotency_key);
         }
-        self.run(inv).await
+        // Buys of the lane wait behind this: the same bound as a reserve call.
+        self.run_within(self.conn.timeout(), inv).await
     }
 
     /// Loads an item's stock once; returns whether it was created now.
