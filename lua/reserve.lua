@@ -44,6 +44,12 @@ local base, campaign = ARGV[1], ARGV[2]
 local MAX_HOLDERS_INLINE = 5000
 -- One clock reading for every deadline and every new pre-order's times of the batch.
 local now = now_ms()
+-- Numbers handed to redis.call are written as integers: Redis would format a Lua number
+-- as a double (%.17g, a bignum conversion), a measurable share of this script's CPU.
+local function int(x)
+  return string.format('%d', x)
+end
+local now_s = int(now)
 local paused = redis.call('EXISTS', KEYS[2]) == 1
 
 local function reserve_one(ikey, ukey, hkey, okey, a)
@@ -126,17 +132,18 @@ local function reserve_one(ikey, ukey, hkey, okey, a)
 
   -- all checks passed: write. The counters were read above in this same atomic call,
   -- so each hash is written once, with the new values (one command, not one per field).
-  local pay_by = now + window
-  redis.call('HSET', ikey, 'remaining', remaining - qty, 'pending', tonumber(it[2]) + qty,
-    'hv', tonumber(hv) + 1)
+  local pay_by = int(now + window)
+  redis.call('HSET', ikey, 'remaining', int(remaining - qty), 'pending',
+    int(tonumber(it[2]) + qty), 'hv', int(tonumber(hv) + 1))
   if idem ~= '' then
-    redis.call('HSET', ukey, 'held', held + qty, 'p:' .. sku, id, 'i:' .. idem, id)
+    redis.call('HSET', ukey, 'held', int(held + qty), 'p:' .. sku, id, 'i:' .. idem, id)
   else
-    redis.call('HSET', ukey, 'held', held + qty, 'p:' .. sku, id)
+    redis.call('HSET', ukey, 'held', int(held + qty), 'p:' .. sku, id)
   end
   redis.call('HSET', hkey, user, id)
   redis.call('HSET', okey, 'id', id, 'campaign', campaign, 'sku', sku, 'user', user,
-    'qty', qty, 'amount', amount, 'status', 'pending_payment', 'created', now, 'pay_by', pay_by)
+    'qty', ARGV[a + 2], 'amount', amount, 'status', 'pending_payment', 'created', now_s,
+    'pay_by', pay_by)
   redis.call('ZADD', dkey, pay_by, id)
   if raffle then
     -- The claim is used: its units are held now, and never come back to this entrant.
