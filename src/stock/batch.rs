@@ -65,6 +65,17 @@ pub(super) struct JobArgs {
     pub(super) queued: Instant,
 }
 
+impl Job {
+    /// What undoes the reservation this job may make.
+    fn void(&self) -> Void {
+        Void {
+            order_key: self.order_key.clone(),
+            order_id: self.args.order_id.clone(),
+            idempotency_key: self.args.idempotency_key.clone(),
+        }
+    }
+}
+
 #[derive(Default)]
 pub(super) struct Batcher {
     lanes: DashMap<String, Arc<Lane>>,
@@ -156,6 +167,7 @@ async fn drive(store: Store, lane: Arc<Lane>) {
                 let mut gone = Vec::new();
                 for (job, reply) in jobs.into_iter().zip(replies) {
                     // Its buyer gave up (answered 503) before this reply: undo it.
+                    // (Fields moved, not cloned: nothing allocated on the common path.)
                     if let Err(Ok(reply)) = job.reply.send(Ok(reply)) {
                         if super::tag(&reply) == "reserved" {
                             gone.push(Void {
@@ -172,6 +184,8 @@ async fn drive(store: Store, lane: Arc<Lane>) {
                 }
             }
             Ok(replies) => {
+                // The call ran, but which buys reserved is unknown: undo them all.
+                undo_later(&lane, &jobs);
                 let why = format!("{} replies to a batch of {}", replies.len(), jobs.len());
                 for job in jobs {
                     let _ = job.reply.send(Err(StoreError::Protocol(why.clone())));
@@ -179,13 +193,7 @@ async fn drive(store: Store, lane: Arc<Lane>) {
             }
             Err(e) => {
                 if e.may_have_run() {
-                    let voids = jobs.iter().map(|j| Void {
-                        order_key: j.order_key.clone(),
-                        order_id: j.args.order_id.clone(),
-                        idempotency_key: j.args.idempotency_key.clone(),
-                    });
-                    let mut q = lane.queue.lock().unwrap_or_else(|e| e.into_inner());
-                    q.voids.extend(voids);
+                    undo_later(&lane, &jobs);
                 }
                 for job in jobs {
                     let _ = job.reply.send(Err(e.again()));
@@ -193,6 +201,12 @@ async fn drive(store: Store, lane: Arc<Lane>) {
             }
         }
     }
+}
+
+/// Queues the reservations `jobs` may have made for undoing before the lane's next call.
+fn undo_later(lane: &Lane, jobs: &[Job]) {
+    let mut q = lane.queue.lock().unwrap_or_else(|e| e.into_inner());
+    q.voids.extend(jobs.iter().map(Job::void));
 }
 
 /// Undoes `voids`. While Redis cannot be reached they are kept, and the caller fails
