@@ -28,29 +28,11 @@ fn on_replica(replica: &RedisServer, order_id: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-async fn replicating(replica: &RedisServer) {
-    let port = replica.port().to_string();
-    eventually(
-        "the replica's link to its primary",
-        Duration::from_secs(10),
-        || async {
-            let out = std::process::Command::new("redis-cli")
-                .args(["-p", &port, "INFO", "replication"])
-                .output()
-                .ok()?;
-            String::from_utf8_lossy(&out.stdout)
-                .contains("master_link_status:up")
-                .then_some(())
-        },
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_is_answered_only_once_a_replica_has_it() {
     let s = Setup::new(CampaignSpec::new(C).item(SKU, 10, 500)).await;
     let replica = RedisServer::start_replica_of(&s.redis);
-    replicating(&replica).await;
+    in_sync(&replica).await;
     let mut cfg = s.cfg;
     cfg.set("redis", "replica_ack", "1")
         .set_str("redis", "command_timeout", "300ms");
@@ -69,7 +51,7 @@ async fn a_payment_is_answered_only_once_a_replica_has_it() {
     assert_problem(&res, 503, "unavailable");
     assert!(res.header("retry-after").is_some());
     drop(frozen);
-    replicating(&replica).await;
+    in_sync(&replica).await;
     // The retry: the same callback, answered paid once the replica has it; one paid
     // event in all (a repeat queues nothing).
     pay_ok(&gw, &order).await;
@@ -88,7 +70,7 @@ async fn a_payment_is_answered_only_once_a_replica_has_it() {
 async fn without_replica_ack_a_payment_is_answered_before_any_replica_has_it() {
     let s = Setup::new(CampaignSpec::new(C).item(SKU, 10, 500)).await;
     let replica = RedisServer::start_replica_of(&s.redis);
-    replicating(&replica).await;
+    in_sync(&replica).await;
     let gw = start(&s.cfg).await;
     let order = buy_ok(&gw, C, SKU, "cy").await;
     let _frozen = replica.freeze();
@@ -124,38 +106,11 @@ async fn failover_drill(replica_ack: bool) -> Failover {
         .item(SKU, 100, 500)
         .payment_window("10m");
     let mut s = Setup::new(campaign).await;
-    let replica = RedisServer::start_replica_of(&s.redis);
-    replicating(&replica).await;
-    let sentinels: Vec<RedisSentinel> = (0..3)
-        .map(|_| RedisSentinel::start(MASTER, &s.redis, 2))
-        .collect();
-    let port = replica.port().to_string();
-    eventually(
-        "every sentinel knows the replica and the other sentinels",
-        Duration::from_secs(30),
-        || async {
-            sentinels
-                .iter()
-                .all(|st| {
-                    st.ask(&["replicas", MASTER]).contains(&port)
-                        && st.ask(&["sentinels", MASTER]).starts_with("*2")
-                })
-                .then_some(())
-        },
-    )
-    .await;
-    let urls: Vec<String> = sentinels
-        .iter()
-        .map(|st| format!("{:?}", st.url()))
-        .collect();
+    let trio = SentinelTrio::start(MASTER, &s.redis).await;
+    let replica = &trio.replica;
     let mut cfg = s.cfg;
-    cfg.unset("redis", "url")
-        .set(
-            "redis",
-            "sentinel",
-            &format!("{{ master = {MASTER:?}, urls = [{}] }}", urls.join(", ")),
-        )
-        .set_str("redis", "command_timeout", "300ms");
+    trio.configure(&mut cfg);
+    cfg.set_str("redis", "command_timeout", "300ms");
     if replica_ack {
         cfg.set("redis", "replica_ack", "1");
     }
@@ -208,7 +163,7 @@ async fn failover_drill(replica_ack: bool) -> Failover {
         "failover: buys succeed again {:?} after the kill",
         killed.elapsed()
     );
-    assert_eq!(sentinels[0].master_port(MASTER), Some(replica.port()));
+    assert_eq!(trio.master_port(), Some(replica.port()));
 
     // The old primary comes back (empty: no persistence); the sentinels make it a
     // replica of the new master, so a `WAIT 1` can be satisfied again.
@@ -236,7 +191,7 @@ async fn failover_drill(replica_ack: bool) -> Failover {
             .map(|(o, _)| o),
     );
     let lost = acked
-        .filter(|o| on_replica(&replica, order_id(o)) != "paid")
+        .filter(|o| on_replica(replica, order_id(o)) != "paid")
         .map(|o| order_id(o).to_owned())
         .collect();
     Failover {
@@ -263,7 +218,7 @@ async fn with_replica_ack_a_sentinel_failover_loses_no_acknowledged_payment() {
     // Every order was paid in the end, and each is at the store.
     eventually(
         "every paid order at the store",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || async {
             let at_store: std::collections::BTreeSet<String> = f
                 .store

@@ -22,17 +22,12 @@ const PRICE: u64 = 2_500;
 /// The name the sentinels of a failover scenario monitor the master under.
 const MASTER: &str = "chaos";
 
-/// A replica and three sentinels beside `World::redis` (the first primary).
-pub struct Failover {
-    pub replica: RedisServer,
-    pub sentinels: Vec<RedisSentinel>,
-}
-
 /// What a fault acts on.
 pub struct World {
     pub profile: Profile,
     pub redis: Mutex<RedisServer>,
-    pub failover: Option<Failover>,
+    /// A replica and three sentinels beside `redis` (the first primary), if any.
+    pub failover: Option<SentinelTrio>,
     pub store: TestStore,
     pub cfg: TestConfig,
     /// The gateways started, in order (a SIGKILLed one stays, dead).
@@ -86,9 +81,7 @@ impl World {
     /// The port of the master: the one the sentinels name, or the only Redis.
     pub fn master_port(&self) -> u16 {
         match &self.failover {
-            Some(f) => f.sentinels[0]
-                .master_port(MASTER)
-                .expect("the sentinel names a master"),
+            Some(f) => f.master_port().expect("the sentinel names a master"),
             None => self.redis.lock().unwrap().port(),
         }
     }
@@ -111,48 +104,13 @@ impl World {
     }
 }
 
-/// A replica of `primary` and three sentinels (quorum 2) that know it and each other;
-/// `cfg` then reaches Redis through them, with `replica_ack = 1`.
-async fn sentinels_for(primary: &RedisServer, cfg: &mut TestConfig) -> Failover {
-    let replica = RedisServer::start_replica_of(primary);
-    // In sync before the crowd: a replica still waiting for its first full sync (Redis
-    // delays a diskless one by 5 s) would make the drill lose everything.
-    let url = replica.url();
-    eventually("the replica in sync", Duration::from_secs(30), || async {
-        let mut probe = Probe::connect(&url).await.ok()?;
-        let info: String = probe
-            .query(redis::cmd("INFO").arg("replication").clone())
-            .await;
-        info.contains("master_link_status:up").then_some(())
-    })
-    .await;
-    let sentinels: Vec<RedisSentinel> = (0..3)
-        .map(|_| RedisSentinel::start(MASTER, primary, 2))
-        .collect();
-    let port = replica.port().to_string();
-    eventually(
-        "the sentinels know the replica and each other",
-        Duration::from_secs(30),
-        || async {
-            sentinels
-                .iter()
-                .all(|s| {
-                    s.ask(&["replicas", MASTER]).contains(&port)
-                        && s.ask(&["sentinels", MASTER]).starts_with("*2")
-                })
-                .then_some(())
-        },
-    )
-    .await;
-    let urls: Vec<String> = sentinels.iter().map(|s| format!("{:?}", s.url())).collect();
-    cfg.unset("redis", "url")
-        .set(
-            "redis",
-            "sentinel",
-            &format!("{{ master = {MASTER:?}, urls = [{}] }}", urls.join(", ")),
-        )
-        .set("redis", "replica_ack", "1");
-    Failover { replica, sentinels }
+/// The Sentinel deployment of a failover scenario; `cfg` then reaches Redis through
+/// its sentinels, with `replica_ack = 1`.
+async fn sentinels_for(primary: &RedisServer, cfg: &mut TestConfig) -> SentinelTrio {
+    let trio = SentinelTrio::start(MASTER, primary).await;
+    trio.configure(cfg);
+    cfg.set("redis", "replica_ack", "1");
+    trio
 }
 
 async fn outbox_empty(probe: &mut Probe) -> bool {

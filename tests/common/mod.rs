@@ -29,7 +29,7 @@ pub use postgres::Postgres;
 pub use process::{sigterm, wait_or_kill};
 pub use redis_cluster::RedisCluster;
 pub use redis_proxy::RedisProxy;
-pub use redis_sentinel::RedisSentinel;
+pub use redis_sentinel::{in_sync, RedisSentinel, SentinelTrio};
 pub use redis_server::RedisServer;
 pub use store::{RecordedOrder, TestStore};
 

@@ -113,3 +113,82 @@ impl Drop for RedisSentinel {
         let _ = self.child.wait();
     }
 }
+
+/// Waits until `replica` reports its link to the primary up (in sync: Redis delays a
+/// first diskless sync by 5 s, and a drill before it would lose everything).
+pub async fn in_sync(replica: &RedisServer) {
+    let client = redis::Client::open(replica.url()).expect("replica url");
+    super::eventually(
+        "the replica in sync with its primary",
+        Duration::from_secs(30),
+        || async {
+            let mut con = client.get_multiplexed_async_connection().await.ok()?;
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut con)
+                .await
+                .ok()?;
+            info.contains("master_link_status:up").then_some(())
+        },
+    )
+    .await;
+}
+
+/// A Sentinel deployment for a drill: a replica of the primary, in sync, and three
+/// sentinels (quorum 2) watching the primary as `name`, each knowing the replica and
+/// the other two (so a failover can be agreed and the replica promoted).
+pub struct SentinelTrio {
+    pub name: &'static str,
+    pub replica: RedisServer,
+    pub sentinels: Vec<RedisSentinel>,
+}
+
+impl SentinelTrio {
+    pub async fn start(name: &'static str, primary: &RedisServer) -> SentinelTrio {
+        let replica = RedisServer::start_replica_of(primary);
+        in_sync(&replica).await;
+        let sentinels: Vec<RedisSentinel> = (0..3)
+            .map(|_| RedisSentinel::start(name, primary, 2))
+            .collect();
+        let port = replica.port().to_string();
+        super::eventually(
+            "every sentinel knows the replica and the other sentinels",
+            Duration::from_secs(30),
+            || async {
+                sentinels
+                    .iter()
+                    .all(|s| {
+                        s.ask(&["replicas", name]).contains(&port)
+                            && s.ask(&["sentinels", name]).starts_with("*2")
+                    })
+                    .then_some(())
+            },
+        )
+        .await;
+        SentinelTrio {
+            name,
+            replica,
+            sentinels,
+        }
+    }
+
+    /// Points `cfg` at the sentinels (`redis.sentinel` instead of `redis.url`).
+    pub fn configure(&self, cfg: &mut super::TestConfig) {
+        let urls: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("{:?}", s.url()))
+            .collect();
+        let table = format!(
+            "{{ master = {:?}, urls = [{}] }}",
+            self.name,
+            urls.join(", ")
+        );
+        cfg.unset("redis", "url").set("redis", "sentinel", &table);
+    }
+
+    /// The port of the master the first sentinel names now.
+    pub fn master_port(&self) -> Option<u16> {
+        self.sentinels[0].master_port(self.name)
+    }
+}

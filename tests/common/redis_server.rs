@@ -209,6 +209,9 @@ impl RedisServer {
             .arg(&log)
             .args(["--appendonly", if self.aof { "yes" } else { "no" }])
             .args(["--appendfsync", "always"])
+            // A replica's full sync starts at once (Redis waits 5 s by default for more
+            // replicas to share a diskless one): failover drills need no such pause.
+            .args(["--repl-diskless-sync-delay", "0"])
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
