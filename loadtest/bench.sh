@@ -3,7 +3,9 @@
 # written to BENCHMARKS.md (loadtest/bench_report.py). Everything it starts lives under
 # ./var/bench (wiped at every run) on its own ports, and is stopped on any exit.
 #
-#   a. bench_ceiling: bare hyper answering a fixed 409 (the HTTP ceiling)
+#   a. bench_ceiling: bare hyper answering a fixed 409 (the HTTP ceiling), under b's two
+#      loads: the header-identity requests and the JWT requests (the same wrk script and
+#      tokens as b with JWT, so each ratio compares two servers under the same client)
 #   b. the gateway's sold-out path (409 from the local flag, after one Redis sold-out reply),
 #      with the trusted-header identity and again with JWT identity (a second gateway;
 #      each request a valid HS256 token of one of BENCH_TOKENS users)
@@ -13,6 +15,10 @@
 #      loads it) for a batch of one buy by EVALSHA at the same concurrency, without and
 #      with pipelining (the
 #      Redis ceiling for our script); user and order ids vary per request (__rand_int__)
+#   p. the reserve path against the nginx + Lua peer (loadtest/peer/nginx-lua, one EVALSHA
+#      per buy): loadtest/peer_bench.sh, peer and flashgate A B A B on their own Redis
+#      (BENCH_BEFORE=<older flashgate binary> adds it as a third side), req/s, p99 and CPU
+#      per request of the server and of Redis from /proc
 #   e. the proxy path (GET /products/<n> through the gateway to demo_store) vs demo_store
 #   +  p50/p99 of the reserve path at about half of c's rate: k6 constant-arrival-rate
 #      (open model, but k6 is CPU-heavy) and wrk paced with delay() (light, closed-loop)
@@ -34,7 +40,9 @@
 #   BENCH_RATE_SHARE    share of c's peak rate for the latency run       (0.5)
 #   BENCH_OUT           report file                                      (BENCHMARKS.md)
 #   BENCH_SKIP_BUILD=1  use the binaries in target/release (or BENCH_BIN) as they are
-#   BENCH_ONLY          space-separated subset of: a b c d e lat f (default: all)
+#   BENCH_ONLY          space-separated subset of: a b c d p e lat f (default: all)
+#   BENCH_PEER_ROUNDS   A B rounds of the peer comparison                (2)
+#   BENCH_BEFORE        an older flashgate binary for p's third side     (none)
 #   BENCH_REDIS_PORT BENCH_STORE_PORT BENCH_PUBLIC_PORT BENCH_ADMIN_PORT BENCH_CEILING_PORT
 #                       (6490 13100 18180 19190 18490: away from the demo's)
 #
@@ -52,7 +60,7 @@ DISTINCT=${BENCH_DISTINCT:-1000000}
 TOKENS=${BENCH_TOKENS:-20000}
 RATE_SHARE=${BENCH_RATE_SHARE:-0.5}
 OUT=${BENCH_OUT:-BENCHMARKS.md}
-ONLY=${BENCH_ONLY:-a b c d e lat f}
+ONLY=${BENCH_ONLY:-a b c d p e lat f}
 REDIS_PORT=${BENCH_REDIS_PORT:-6490}
 STORE_PORT=${BENCH_STORE_PORT:-13100}
 PUBLIC_PORT=${BENCH_PUBLIC_PORT:-18180}
@@ -227,10 +235,30 @@ stop_gateway() {
 }
 start_gateway 1
 
+# Tokens for the JWT load (a and b): $TOKENS users, each a valid HS256 token signed with
+# the JWT gateway's secret; users repeat, as a sold-out crowd pressing buy again does.
+export FLASHGATE_JWT_SECRET
+FLASHGATE_JWT_SECRET=$(rand_secret)
+if want a || want b; then
+  python3 - "$VAR/tokens.txt" "$TOKENS" <<'PY'
+import base64, hashlib, hmac, json, os, sys, time
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
+key, exp = os.environ["FLASHGATE_JWT_SECRET"].encode(), int(time.time()) + 3600
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+with open(sys.argv[1], "w") as f:
+    for i in range(int(sys.argv[2])):
+        msg = head + b"." + b64(json.dumps({"sub": f"j{i}", "exp": exp}).encode())
+        f.write((msg + b"." + b64(hmac.new(key, msg, hashlib.sha256).digest())).decode() + "\n")
+PY
+fi
+
 # === a. the HTTP ceiling ===
 if want a; then
   log "a. bench_ceiling (bare hyper, fixed 409)"
   bench_wrk a_ceiling loadtest/wrk/sold_out.lua "http://127.0.0.1:$CEILING_PORT"
+  log "a. bench_ceiling under the JWT load (b's tokens; the ceiling ignores them)"
+  bench_wrk a_ceiling_jwt loadtest/wrk/sold_out_jwt.lua "http://127.0.0.1:$CEILING_PORT" \
+    TOKENS="$VAR/tokens.txt"
 fi
 
 # === b. the sold-out path ===
@@ -246,18 +274,6 @@ if want b; then
   # = "jwt", on the next ports; each request a valid HS256 token of one of $TOKENS users
   # (each user presses buy again and again, as a sold-out crowd does).
   log "b. gateway sold-out path with JWT identity ($TOKENS users, a valid token each request)"
-  export FLASHGATE_JWT_SECRET
-  FLASHGATE_JWT_SECRET=$(rand_secret)
-  python3 - "$VAR/tokens.txt" "$TOKENS" <<'PY'
-import base64, hashlib, hmac, json, os, sys, time
-b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
-key, exp = os.environ["FLASHGATE_JWT_SECRET"].encode(), int(time.time()) + 3600
-head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-with open(sys.argv[1], "w") as f:
-    for i in range(int(sys.argv[2])):
-        msg = head + b"." + b64(json.dumps({"sub": f"j{i}", "exp": exp}).encode())
-        f.write((msg + b"." + b64(hmac.new(key, msg, hashlib.sha256).digest())).decode() + "\n")
-PY
   sed -e "s#^listen = .*#listen = \"127.0.0.1:$JWT_PUBLIC_PORT\"#" \
     -e "s#^admin_listen = .*#admin_listen = \"127.0.0.1:$JWT_ADMIN_PORT\"#" \
     -e 's#^mode = "header"#mode = "jwt"\njwt_secret_env = "FLASHGATE_JWT_SECRET"#' \
@@ -325,6 +341,14 @@ for l in open(sys.argv[1]):
   log "latency: wrk paced to $rate req/s (loadtest/wrk/reserve_paced.lua)"
   run_cmd lat_wrk env RATE="$rate" CONNS="$CONNS" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" \
     -s loadtest/wrk/reserve_paced.lua "$GW"
+fi
+
+# === p. the reserve path against the nginx + Lua peer ===
+if want p; then
+  log "p. reserve path: the nginx + Lua peer vs flashgate (loadtest/peer_bench.sh)"
+  run_cmd p_peer env PEER_SKIP_BUILD=1 PEER_BIN="$BIN" PEER_ROUNDS="${BENCH_PEER_ROUNDS:-2}" \
+    PEER_DURATION="$DURATION" PEER_CONNS="$CONNS" PEER_BEFORE="${BENCH_BEFORE:-}" \
+    PEER_RESULTS="$RES/p_peer.txt" loadtest/peer_bench.sh
 fi
 
 # === e. the proxy path ===

@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
 
 MARKER = "<!-- analysis -->"
@@ -92,6 +93,19 @@ def machine():
     }
 
 
+def peer_runs(path):
+    """loadtest/peer_bench.sh's runs: side -> [(rps, p50, p99, server µs, Redis µs)]."""
+    sides = {}
+    try:
+        with open(path) as f:
+            for line in list(f)[1:]:
+                side, _round, *vals = line.split()
+                sides.setdefault(side, []).append(tuple(float(v) for v in vals))
+    except FileNotFoundError:
+        pass
+    return sides
+
+
 def fmt(x, nd=1):
     return "—" if x is None else f"{x:,.{nd}f}"
 
@@ -108,12 +122,16 @@ def main():
     o = ap.parse_args()
     r = o.results
     a = tagged(f"{r}/a_ceiling.out", "flashgate-wrk")
+    aj = tagged(f"{r}/a_ceiling_jwt.out", "flashgate-wrk")
     b = tagged(f"{r}/b_sold_out.out", "flashgate-wrk")
     bj = tagged(f"{r}/b_sold_out_jwt.out", "flashgate-wrk")
     c = tagged(f"{r}/c_reserve.out", "flashgate-wrk")
     d1 = redis_csv(f"{r}/d_redis_p1.out")
     dp = redis_csv(f"{r}/d_redis_p{o.pipeline}.out")
     e = tagged(f"{r}/e_proxy.out", "flashgate-wrk")
+    peer = peer_runs(f"{r}/p_peer.txt")
+    med = {side: [statistics.median(c) for c in zip(*runs)] for side, runs in peer.items()}
+    fg, pr = med.get("flashgate"), med.get("peer")
     ed = tagged(f"{r}/e_direct.out", "flashgate-wrk")
     lat = tagged(f"{r}/lat_reserve.out", "flashgate-k6")
     latw = tagged(f"{r}/lat_wrk.out", "flashgate-wrk")
@@ -133,7 +151,16 @@ def main():
 
     rps = lambda m: None if m is None else m["rps"]
     ba = ratio(rps(b), rps(a))
-    bja = ratio(rps(bj), rps(a))
+    bja_header = ratio(rps(bj), rps(a))
+    bja = ratio(rps(bj), rps(aj))
+
+    def us_per_req(name, proc, m):
+        """CPU µs per request of one process during a measured run."""
+        v = kv(f"{r}/{name}.cpu").get(f"{proc}_cpu_s")
+        return None if v is None or m is None or not m["requests"] else v * 1e6 / m["requests"]
+
+    cpu_bj, cpu_aj = us_per_req("b_sold_out_jwt", "gateway_jwt", bj), us_per_req("a_ceiling_jwt", "ceiling", aj)
+    fg_peer = ratio(fg and fg[0], pr and pr[0])
     cd1 = ratio(rps(c), d1 and d1["rps"])
     cdp = ratio(rps(c), dp and dp["rps"])
     ed_r = ratio(rps(e), rps(ed))
@@ -146,9 +173,21 @@ def main():
         return "—" if ok is None else ("**met**" if ok else "**missed**")
 
     targets = [
+        ("reserve path ≥ 2× the nginx + Lua peer (req/s, medians of p)", fmt(fg_peer, 2) + "×",
+         judge(None if fg_peer is None else fg_peer >= 2)),
+        ("reserve path p99 no worse than the peer's (medians of p)",
+         "—" if not (fg and pr) else f"{fg[2]:.2f} vs {pr[2]:.2f} ms",
+         judge(None if not (fg and pr) else fg[2] <= pr[2])),
+        ("gateway CPU ≤ 25 µs per reservation (medians of p)", "—" if not fg else f"{fg[3]:.1f} µs",
+         judge(None if not fg else fg[3] <= 25)),
+        ("Redis CPU ≤ 20 µs per reservation (medians of p)", "—" if not fg else f"{fg[4]:.1f} µs",
+         judge(None if not fg else fg[4] <= 20)),
         ("b/a ≥ 0.85 (sold-out path vs bare hyper)", fmt(ba, 3), judge(None if ba is None else ba >= 0.85)),
-        ("b(JWT)/a ≥ 0.85 (sold-out path, JWT identity, vs bare hyper)", fmt(bja, 3),
-         judge(None if bja is None else bja >= 0.85)),
+        ("b(JWT)/a(JWT) ≥ 0.85 (sold-out path, JWT identity, vs bare hyper under the same load)",
+         fmt(bja, 3), judge(None if bja is None else bja >= 0.85)),
+        ("the same as CPU per request: ceiling µs / gateway µs ≥ 0.85",
+         "—" if cpu_bj is None or cpu_aj is None else f"{cpu_aj / cpu_bj:.3f} ({cpu_aj:.1f} / {cpu_bj:.1f} µs)",
+         judge(None if cpu_bj is None or cpu_aj is None else cpu_aj / cpu_bj >= 0.85)),
         (f"c/d(pipelined -P {o.pipeline}) ≥ 0.8 (reserve path vs Redis ceiling)", fmt(cdp, 3),
          judge(None if cdp is None else cdp >= 0.8)),
         ("p99 ≤ 5 ms at half of peak (reserve path), k6 open model",
@@ -217,6 +256,7 @@ def main():
         w(f"| {tag} | {what} | {fmt(x['rps'])} | {x['p50_ms']:.3f} | {x['p99_ms']:.3f} | {st} | {cores(name)} |")
 
     row("a", "bench_ceiling: bare hyper, fixed 409", a, "a_ceiling")
+    row("a", "the same under the JWT load (b's script and tokens)", aj, "a_ceiling_jwt")
     row("b", "gateway sold-out path (409 from the local flag)", b, "b_sold_out")
     row("b", "the same with JWT identity (a valid HS256 token per request)", bj, "b_sold_out_jwt")
     row("c", "gateway reserve path (201, one EVALSHA each)", c, "c_reserve")
@@ -238,15 +278,41 @@ def main():
     w("| ratio | value |")
     w("|---|---:|")
     w(f"| b/a sold-out path / HTTP ceiling | {fmt(ba, 3)} |")
-    w(f"| b(JWT)/a sold-out path with JWT identity / HTTP ceiling | {fmt(bja, 3)} |")
+    w(f"| b(JWT)/a(JWT) sold-out path with JWT identity / HTTP ceiling, same JWT load | {fmt(bja, 3)} |")
+    w(f"| b(JWT)/a sold-out path with JWT identity / HTTP ceiling under the header load | {fmt(bja_header, 3)} |")
+    if fg_peer is not None:
+        w(f"| p flashgate / nginx + Lua peer, reserve path (medians) | {fmt(fg_peer, 3)} |")
     w(f"| c/d reserve path / Redis ceiling, not pipelined | {fmt(cd1, 3)} |")
     w(f"| c/d reserve path / Redis ceiling, pipelined -P {o.pipeline} | {fmt(cdp, 3)} |")
     w(f"| e proxy / direct | {fmt(ed_r, 3)} |")
     w("")
-    w("| target (issue 4) | measured | |")
+    w("| target | measured | |")
     w("|---|---:|---|")
     for t in targets:
         w(f"| {t[0]} | {t[1]} | {t[2]} |")
+    w("")
+    w("### The reserve path against the nginx + Lua peer (p)")
+    w("")
+    if not peer:
+        w("Not run.")
+    else:
+        w("`loadtest/peer_bench.sh`: the peer (`loadtest/peer/nginx-lua/`: two nginx workers, "
+          "lua-nginx-redis, one `EVALSHA` per buy) and flashgate (`gateway-header.toml`) take "
+          f"turns, A B A B, on one Redis without persistence, each under wrk -t1 -c{o.conns} "
+          f"-d{o.duration} with `loadtest/wrk/reserve.lua` (every request a new user from a new "
+          "IP; every answer 201 on both sides). CPU per request from `/proc/<pid>/stat` "
+          "(utime + stime) of the server's processes and of Redis over each run.")
+        w("")
+        w("| side | runs (req/s) | median req/s | median p99 ms | server µs/req | Redis µs/req |")
+        w("|---|---|---:|---:|---:|---:|")
+        for side, runs in peer.items():
+            m_ = med[side]
+            w(f"| {side} | {', '.join(f'{x[0]:,.0f}' for x in runs)} | {m_[0]:,.0f} | {m_[2]:.2f} | "
+              f"{m_[3]:.1f} | {m_[4]:.1f} |")
+        w("")
+        for side in med:
+            if side != "peer" and pr:
+                w(f"- {side}/peer: req/s {med[side][0] / pr[0]:.2f}×, p99 {med[side][2] / pr[2]:.2f}×")
     w("")
     w("### Latency at about half of peak (reserve path)")
     w("")

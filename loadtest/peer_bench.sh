@@ -15,7 +15,9 @@
 # on its own ports and is stopped on exit.
 #
 # Environment: PEER_ROUNDS (2), PEER_DURATION (8s), PEER_CONNS (64), PEER_SKIP_BUILD=1,
-# PEER_BEFORE (path of an older flashgate binary, measured as a third side).
+# PEER_BEFORE (path of an older flashgate binary, measured as a third side), PEER_BIN
+# (the directory of flashgate and examples/demo_store: target/release), PEER_RESULTS (a
+# copy of the per-run results for loadtest/bench.sh: side round rps p50 p99 µs µs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -42,7 +44,7 @@ if [ "${PEER_SKIP_BUILD:-0}" != 1 ]; then
   log "cargo build --release --bins --examples"
   cargo build --release --bins --examples --quiet
 fi
-BIN=$ROOT/target/release
+BIN=${PEER_BIN:-$ROOT/target/release}
 
 PIDS=()
 cleanup() {
@@ -121,6 +123,7 @@ for round in $(seq "$ROUNDS"); do
   [ -n "$OLD_PID" ] && run before "http://127.0.0.1:$OLD_PORT" "$OLD_PID"
 done
 
+[ -z "${PEER_RESULTS:-}" ] || cp "$VAR/results.txt" "$PEER_RESULTS"
 python3 - "$VAR/results.txt" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])][1:]
