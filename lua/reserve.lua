@@ -38,6 +38,12 @@
 --                                   user's state (lib.lua) for the refusal's body
 -- Built inside: <base>order:<id> of an order id stored in the user's hash (an earlier
 -- order: its idempotency key or pending order), which cannot be known before the call.
+--
+-- Shared writes are made once per batch, not once per buy: an item's counters are read
+-- at its first buy and kept here (every later buy of the batch checks against them), and
+-- the new holders and deadlines are collected; all are written before the script returns
+-- (`flush`), and an item's holders before anything reads them. Nothing else runs while a
+-- script runs, so no one can observe the difference; it saves three commands per buy.
 
 local dkey = KEYS[1]
 local base, campaign = ARGV[1], ARGV[2]
@@ -51,6 +57,50 @@ local function int(x)
 end
 local now_s = int(now)
 local paused = redis.call('EXISTS', KEYS[2]) == 1
+
+-- Per item key: {remaining, pending, hv, changed} as this batch has left them.
+local items = {}
+-- Per holders key: the {user, id, ...} pairs this batch adds (one HSET each at the end).
+local new_holders = {}
+-- The {pay_by, id, ...} pairs of this batch's new pre-orders (one ZADD at the end).
+local new_deadlines = {}
+
+local function item_state(ikey, initial)
+  local st = items[ikey]
+  if st then
+    return st
+  end
+  local it = redis.call('HMGET', ikey, 'remaining', 'pending', 'hv')
+  if not it[1] then
+    ensure_item(ikey, initial)
+    it = {initial, '0', false}
+  end
+  st = {tonumber(it[1]), tonumber(it[2]), tonumber(it[3] or '0'), false}
+  items[ikey] = st
+  return st
+end
+
+local function flush_holders(hkey)
+  local pairs_ = new_holders[hkey]
+  if pairs_ then
+    redis.call('HSET', hkey, unpack(pairs_))
+    new_holders[hkey] = nil
+  end
+end
+
+local function flush()
+  for ikey, st in pairs(items) do
+    if st[4] then
+      redis.call('HSET', ikey, 'remaining', int(st[1]), 'pending', int(st[2]), 'hv', int(st[3]))
+    end
+  end
+  for hkey in pairs(new_holders) do
+    flush_holders(hkey)
+  end
+  if #new_deadlines > 0 then
+    redis.call('ZADD', dkey, unpack(new_deadlines))
+  end
+end
 
 local function reserve_one(ikey, ukey, hkey, okey, a)
   local sku, user = ARGV[a], ARGV[a + 1]
@@ -105,16 +155,13 @@ local function reserve_one(ikey, ukey, hkey, okey, a)
     end
   end
 
-  -- One read of the item: what the checks need and the counters the write sets.
-  local it = redis.call('HMGET', ikey, 'remaining', 'pending', 'hv')
-  if not it[1] then
-    ensure_item(ikey, ARGV[a + 8])
-    it = {ARGV[a + 8], '0', false}
-  end
-  local remaining, hv = tonumber(it[1]), it[3] or '0'
+  -- The item as this batch has left it: read once per batch, written once by flush.
+  local st = item_state(ikey, ARGV[a + 8])
+  local remaining, hv = st[1], int(st[3])
   if remaining < qty then
     local r = {'sold_out', remaining, hv}
     if remaining <= 0 and hv ~= ARGV[a + 9] then
+      flush_holders(hkey)
       if redis.call('HLEN', hkey) > MAX_HOLDERS_INLINE then
         r[4] = 'many'
       else
@@ -130,21 +177,25 @@ local function reserve_one(ikey, ukey, hkey, okey, a)
     return {'limit', held}
   end
 
-  -- all checks passed: write. The counters were read above in this same atomic call,
-  -- so each hash is written once, with the new values (one command, not one per field).
+  -- all checks passed: write (the item's counters, holders and deadline by flush).
   local pay_by = int(now + window)
-  redis.call('HSET', ikey, 'remaining', int(remaining - qty), 'pending',
-    int(tonumber(it[2]) + qty), 'hv', int(tonumber(hv) + 1))
+  st[1], st[2], st[3], st[4] = remaining - qty, st[2] + qty, st[3] + 1, true
   if idem ~= '' then
     redis.call('HSET', ukey, 'held', int(held + qty), 'p:' .. sku, id, 'i:' .. idem, id)
   else
     redis.call('HSET', ukey, 'held', int(held + qty), 'p:' .. sku, id)
   end
-  redis.call('HSET', hkey, user, id)
+  local h = new_holders[hkey]
+  if not h then
+    h = {}
+    new_holders[hkey] = h
+  end
+  h[#h + 1], h[#h + 2] = user, id
   redis.call('HSET', okey, 'id', id, 'campaign', campaign, 'sku', sku, 'user', user,
     'qty', ARGV[a + 2], 'amount', amount, 'status', 'pending_payment', 'created', now_s,
     'pay_by', pay_by)
-  redis.call('ZADD', dkey, pay_by, id)
+  new_deadlines[#new_deadlines + 1] = pay_by
+  new_deadlines[#new_deadlines + 1] = id
   if raffle then
     -- The claim is used: its units are held now, and never come back to this entrant.
     redis.call('ZREM', KEYS[3], user)
@@ -162,4 +213,5 @@ for i = 1, n do
   local k = 8 + 4 * (i - 1)
   replies[i] = reserve_one(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], 3 + 13 * (i - 1))
 end
+flush()
 return replies

@@ -467,3 +467,132 @@ async fn in_shared_batches_a_user_keeps_the_limit_and_a_key_its_one_order() {
         "no call carried more than one buy: {calls} calls, {buys} buys"
     );
 }
+
+/// `lua/reserve.lua` for one batch of `users`, each buying one unit of an item that starts
+/// with `stock`, on Redis itself (as `src/stock/batch.rs` sends it): one reply per buy.
+async fn reserve_lua_batch(redis: &RedisServer, stock: u64, users: &[&str]) -> Vec<redis::Value> {
+    let script = redis::Script::new(concat!(
+        include_str!("../lua/lib.lua"),
+        "\n",
+        include_str!("../lua/reserve.lua")
+    ));
+    let b = "fg:{lua}:";
+    let mut inv = script.prepare_invoke();
+    for k in [
+        "deadlines",
+        "paused",
+        "claims",
+        "selection",
+        "admission",
+        "entrants",
+        "ranking",
+    ] {
+        inv.key(format!("{b}{k}"));
+    }
+    inv.arg(b).arg("lua");
+    for (n, user) in users.iter().enumerate() {
+        inv.key(format!("{b}item:{SKU}"))
+            .key(format!("{b}user:{user}"))
+            .key(format!("{b}holders:{SKU}"))
+            .key(format!("{b}order:o{n}"));
+        inv.arg(SKU)
+            .arg(*user)
+            .arg(1)
+            .arg(1)
+            .arg(format!("o{n}"))
+            .arg(600_000);
+        inv.arg(PRICE)
+            .arg("")
+            .arg(stock)
+            .arg("")
+            .arg("")
+            .arg("")
+            .arg("");
+    }
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    inv.invoke_async(&mut con).await.unwrap()
+}
+
+#[tokio::test]
+async fn reserve_lua_writes_each_batch_as_if_each_buy_wrote_its_own() {
+    // The script keeps an item's counters, new holders and deadlines in Lua and writes
+    // them once per batch: a buy that finds the item sold out must still see the holders
+    // this batch made, and every pre-order must have its counters and its deadline.
+    let redis = RedisServer::start();
+    let replies = reserve_lua_batch(&redis, 2, &["u1", "u2", "u3", "u4"]).await;
+    let strings = |v: &redis::Value| -> Vec<String> {
+        redis::from_redis_value::<Vec<redis::Value>>(v)
+            .unwrap()
+            .iter()
+            .map(|x| redis::from_redis_value::<String>(x).unwrap())
+            .collect()
+    };
+    let kinds: Vec<String> = replies.iter().map(|r| strings(r)[0].clone()).collect();
+    assert_eq!(kinds, ["reserved", "reserved", "sold_out", "sold_out"]);
+    let third = strings(&replies[2]);
+    assert_eq!(third[1..4], ["0", "2", "holders"], "{third:?}");
+    let mut named = third[4..].to_vec();
+    named.sort();
+    assert_eq!(named, ["u1", "u2"], "the batch's own holders");
+    assert_eq!(
+        strings(&replies[3]).len(),
+        6,
+        "holders again: the caller sent no version"
+    );
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let item: Vec<i64> = redis::cmd("HMGET")
+        .arg(format!("fg:{{lua}}:item:{SKU}"))
+        .arg(&["remaining", "pending", "hv"])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(item, [0, 2, 2]);
+    let due: Vec<String> = redis::cmd("ZRANGE")
+        .arg("fg:{lua}:deadlines")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(due, ["o0", "o1"], "each pre-order's deadline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_sells_out_names_its_own_holders_and_every_order_gets_its_deadline() {
+    // reserve.lua writes an item's counters, its holders and the deadlines once per batch:
+    // the sold-out answer must still name the holders the same batch just made, and each
+    // pre-order must still expire.
+    let spec = running("sellout", 20).payment_window("10m");
+    let s = setup(spec, OffsetDateTime::now_utc()).await;
+    let tasks: Vec<_> = (0..200)
+        .map(|n| {
+            let sale = s.sale.clone();
+            tokio::spawn(async move { (n, buy(&sale, "sellout", &format!("s{n}"), None).await) })
+        })
+        .collect();
+    let mut holders = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            (n, Ok(b)) => holders.push((format!("s{n}"), b.order.order_id)),
+            (_, Err(SaleError::SoldOut)) => {}
+            (_, Err(e)) => panic!("unexpected outcome: {e:?}"),
+        }
+    }
+    assert_eq!(holders.len(), 20, "exactly the stock");
+    let (calls, buys) = batches(&s.sale);
+    assert!(buys > calls as f64, "{calls} calls, {buys} buys");
+    // The local sold-out flag now answers; a holder pressing buy again must get the order
+    // (200), which it only does when the flag's snapshot names the holder.
+    for (user, order_id) in &holders {
+        let again = buy(&s.sale, "sellout", user, None)
+            .await
+            .unwrap_or_else(|e| panic!("{user}: {e:?}"));
+        assert_eq!((again.created, &again.order.order_id), (false, order_id));
+    }
+    s.clock.advance(Duration::from_secs(601));
+    s.sale.sweep().await;
+    let st = stats(&s.sale).await;
+    assert_eq!((st.remaining, st.pending, st.expired), (20, 0, 20));
+}
