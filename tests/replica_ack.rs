@@ -94,6 +94,9 @@ struct Failover {
     lost: Vec<String>,
     store: TestStore,
     ids: Vec<String>,
+    /// The gateway, the nodes and the config stay up until the test is done: the
+    /// deliveries of the last payments may still be under way when the drill returns.
+    _running: (Gateway, SentinelTrio, RedisServer, TestConfig),
 }
 
 /// Runs the drill: reservations every node has, `BEFORE` payments with the replica in
@@ -199,6 +202,7 @@ async fn failover_drill(replica_ack: bool) -> Failover {
         lost,
         store: s.store,
         ids: orders.iter().map(|o| order_id(o).to_owned()).collect(),
+        _running: (gw, trio, s.redis, cfg),
     }
 }
 
