@@ -18,6 +18,9 @@ use crate::stock::{Conn, Store, StoreError};
 pub(super) struct Work {
     pub(super) entry: Entry,
     pub(super) attempt: u64,
+    /// The master it was read from ([`Conn::generation`]): `WAIT` on another one says
+    /// nothing about it.
+    pub(super) read_from: u64,
 }
 
 /// A finished batch: its entries, their attempt numbers, the sink's answer for each.

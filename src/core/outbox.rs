@@ -234,6 +234,18 @@ impl Consumer {
             st.unconfirmed = work;
             return Ok(handled);
         }
+        // ...but only for entries read from the master `WAIT` asked. Those read from one
+        // since replaced (Sentinel) may be gone with it; those the new master holds are
+        // read again from it.
+        let master = con.generation();
+        let before = work.len();
+        work.retain(|w| w.read_from == master);
+        if work.len() < before {
+            tracing::warn!(
+                entries = before - work.len(),
+                "outbox: entries read from a master since replaced; reading them again from the new one"
+            );
+        }
         flying.start(work);
         Ok(handled)
     }
@@ -348,7 +360,11 @@ impl Consumer {
         work: &mut Vec<Work>,
     ) -> Result<usize, StoreError> {
         match outbox::parse(&keys.outbox, raw) {
-            Ok(entry) => work.push(Work { entry, attempt }),
+            Ok(entry) => work.push(Work {
+                entry,
+                attempt,
+                read_from: con.generation(),
+            }),
             Err(why) => {
                 self.store
                     .dead_letter(con, keys, &raw.id, attempt, &why)

@@ -51,6 +51,17 @@ pub enum Conn {
     Following(Box<FollowingConn>),
 }
 
+impl Conn {
+    /// Under Sentinel, which master this connection reached last (it counts the masters
+    /// followed, so it changes at each failover); 0 for a connection that follows none.
+    pub fn generation(&self) -> u64 {
+        match self {
+            Conn::Following(c) => c.generation,
+            _ => 0,
+        }
+    }
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
