@@ -210,14 +210,6 @@ impl Metrics {
         }
     }
 
-    /// Creates `flashgate_requests_total{route, outcome}` and the route's histogram at 0.
-    pub fn prime_route(&self, route: &str, outcomes: &[&str]) {
-        for outcome in outcomes {
-            self.requests.with_label_values(&[route, outcome]);
-        }
-        self.duration.with_label_values(&[route]);
-    }
-
     pub fn preorder(&self, campaign: &str, sku: &str, event: &str, units: u64) {
         self.preorders
             .with_label_values(&[campaign, sku, event])

@@ -58,12 +58,13 @@ pub struct Edge {
     max_body: usize,
     /// Bound on reading a request body (a client that stalls mid-body is cut off).
     body_timeout: Duration,
+    route_metrics: route::RouteMetrics,
 }
 
 impl Edge {
     pub fn new(cfg: &Config, sale: Sale) -> Result<Edge, EdgeError> {
-        route::prime_metrics(sale.metrics());
         Ok(Edge {
+            route_metrics: route::RouteMetrics::new(sale.metrics()),
             identity: Identity::from_config(&cfg.identity, &cfg.secrets)?,
             client_ip: ClientIp::new(&cfg.server.trusted_proxies),
             proxy: Proxy::new(&cfg.upstream)?.stripping_identity_header(&cfg.identity),
@@ -110,11 +111,8 @@ impl Edge {
 
     /// Records the outcome and duration of a request.
     fn observe(&self, route: &str, started: Instant, outcome: &str) {
-        let m = self.sale.metrics();
-        m.requests.with_label_values(&[route, outcome]).inc();
-        m.duration
-            .with_label_values(&[route])
-            .observe(started.elapsed().as_secs_f64());
+        self.route_metrics
+            .observe(route, outcome, started.elapsed().as_secs_f64());
     }
 }
 
@@ -134,13 +132,17 @@ fn json_of(status: StatusCode, value: &impl serde::Serialize) -> Response<ResBod
     json(status, serde_json::to_vec(value).unwrap_or_default())
 }
 
-/// The client's `X-Request-Id` when it is safe to log, else a new one.
-pub fn request_id(headers: &http::HeaderMap) -> String {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| crate::proxy::valid_request_id(v))
-        .map_or_else(|| ulid::Ulid::new().to_string(), str::to_string)
+/// The client's `X-Request-Id` when it is safe to log (sharing the request's bytes), else
+/// a new ULID; as the header value the response carries.
+fn request_id(headers: &http::HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get("x-request-id") {
+        if v.to_str().is_ok_and(crate::proxy::valid_request_id) {
+            return v.clone();
+        }
+    }
+    let mut buf = [0; ulid::ULID_LEN];
+    let id = ulid::Ulid::new().array_to_str(&mut buf);
+    HeaderValue::from_str(id).expect("a ULID is a valid header value")
 }
 
 /// A handler's result: a response plus the outcome label for metrics.
@@ -179,14 +181,13 @@ pub async fn public(
 ) -> Response<ResBody> {
     let started = Instant::now();
     // Every log line of this request carries its id; the store gets it too.
-    let rid = request_id(req.headers());
+    let id = request_id(req.headers());
+    let rid = id.to_str().unwrap_or_default();
     let span = tracing::info_span!("request", request_id = %rid);
-    let mut res = dispatch(edge, req, peer, close, &rid, started)
+    let mut res = dispatch(edge, req, peer, close, rid, started)
         .instrument(span)
         .await;
-    if let Ok(v) = HeaderValue::from_str(&rid) {
-        res.headers_mut().insert("x-request-id", v);
-    }
+    res.headers_mut().insert("x-request-id", id);
     res
 }
 

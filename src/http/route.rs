@@ -4,6 +4,8 @@
 
 use http::Method;
 
+use prometheus::{Histogram, IntCounter};
+
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,10 +88,50 @@ const ROUTES: [(&str, &[&str]); 9] = [
     ("proxy", &["ok", "upstream-error"]),
 ];
 
-/// Creates every route's request series at 0.
-pub(super) fn prime_metrics(metrics: &Metrics) {
-    for (route, outcomes) in ROUTES {
-        metrics.prime_route(route, outcomes);
+/// Every route's request series, created at 0 and resolved once: recording a request is
+/// then two handle updates, not two label lookups (a hash and a lock each) per request.
+pub(super) struct RouteMetrics {
+    routes: Vec<RouteSeries>,
+    /// For a route or outcome missing from [`ROUTES`].
+    all: Metrics,
+}
+
+/// One route's label, its duration histogram and its counter per outcome.
+type RouteSeries = (&'static str, Histogram, Vec<(&'static str, IntCounter)>);
+
+impl RouteMetrics {
+    pub(super) fn new(metrics: &Metrics) -> RouteMetrics {
+        let routes = ROUTES
+            .iter()
+            .map(|&(route, outcomes)| {
+                let counters = outcomes
+                    .iter()
+                    .map(|&o| (o, metrics.requests.with_label_values(&[route, o])))
+                    .collect();
+                (
+                    route,
+                    metrics.duration.with_label_values(&[route]),
+                    counters,
+                )
+            })
+            .collect();
+        RouteMetrics {
+            routes,
+            all: metrics.clone(),
+        }
+    }
+
+    /// Counts a request of `route` that ended with `outcome` after `secs`.
+    pub(super) fn observe(&self, route: &str, outcome: &str, secs: f64) {
+        let known = self.routes.iter().find(|r| r.0 == route);
+        match known {
+            Some((_, duration, _)) => duration.observe(secs),
+            None => self.all.duration.with_label_values(&[route]).observe(secs),
+        }
+        match known.and_then(|r| r.2.iter().find(|c| c.0 == outcome)) {
+            Some((_, counter)) => counter.inc(),
+            None => self.all.requests.with_label_values(&[route, outcome]).inc(),
+        }
     }
 }
 
@@ -264,5 +306,31 @@ mod tests {
         for path in ["/products/1", "/seckillfoo", "/", "/paymentsx"] {
             assert_eq!(route("GET", path), Route::Proxy, "{path}");
         }
+    }
+
+    #[test]
+    fn route_metrics_count_known_and_unknown_labels() {
+        let m = Metrics::new();
+        let rm = RouteMetrics::new(&m);
+        let count =
+            |route: &str, outcome: &str| m.requests.with_label_values(&[route, outcome]).get();
+        assert_eq!(count("buy", "sold-out"), 0, "primed at 0");
+        rm.observe("buy", "sold-out", 0.001);
+        rm.observe("buy", "sold-out", 0.001);
+        rm.observe("buy", "teapot", 0.001);
+        rm.observe("elsewhere", "ok", 0.001);
+        assert_eq!(count("buy", "sold-out"), 2);
+        assert_eq!(
+            count("buy", "teapot"),
+            1,
+            "an outcome not listed still counts"
+        );
+        assert_eq!(
+            count("elsewhere", "ok"),
+            1,
+            "a route not listed still counts"
+        );
+        let timed = |route: &str| m.duration.with_label_values(&[route]).get_sample_count();
+        assert_eq!((timed("buy"), timed("elsewhere")), (3, 1));
     }
 }
