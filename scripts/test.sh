@@ -4,9 +4,10 @@
 # On a fresh Debian machine with only Rust it first installs what the tests need
 # (redis-server, redis-tools, PostgreSQL, chromium; curl, openssl, python3 and nodejs for
 # the manual's examples), then runs in order: rustfmt check, clippy with
-# -D warnings, the Dockerfile's release build, every test target, the doctests. Tests
-# never skip: a missing system dependency is installed here, or the test that needs it
-# fails loudly.
+# -D warnings, the Dockerfile's release build, every test target (the unit tests, and the
+# integration tests: one binary, tests/integration/main.rs), the doctests. Tests never
+# skip: a missing system dependency is installed here, or the test that needs it fails
+# loudly.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -25,7 +26,7 @@ as_root() {
 }
 
 # Debian keeps the PostgreSQL server binaries off PATH, under /usr/lib/postgresql/<v>/bin;
-# tests/common/postgres.rs looks in the same places.
+# tests/integration/common/postgres.rs looks in the same places.
 have_postgres() {
   command -v initdb >/dev/null 2>&1 ||
     [ -x /usr/local/bin/initdb ] ||
@@ -34,12 +35,13 @@ have_postgres() {
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-# redis-cli joins the throwaway Redis Cluster of tests/cluster.rs:
+# redis-cli joins the throwaway Redis Cluster of tests/integration/cluster.rs:
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 have_postgres || missing+=(postgresql)
-# The browser test of the admin status page (tests/status_page.rs):
+# The browser test of the admin status page (tests/integration/status_page.rs):
 [ -x /usr/lib/chromium/chromium ] || command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-# docs/api.md's examples, run by tests/manual_examples.rs (shell, Python, JavaScript):
+# docs/api.md's examples, run by tests/integration/manual_examples.rs (shell, Python,
+# JavaScript):
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
@@ -87,7 +89,9 @@ log "cargo build --release --locked --bins --examples"
 cargo build --release --locked --bins --examples
 
 # Integration tests mostly wait on Redis, PostgreSQL and sockets: run twice as many
-# test threads as cores (4 on 2 cores). Override with RUST_TEST_THREADS.
+# test threads as cores (4 on 2 cores). They are one binary, so this is the number of
+# integration tests running at once, whichever tests/integration/ module they are in.
+# Override with RUST_TEST_THREADS.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-$(($(nproc) * 2))}"
 log "cargo test (RUST_TEST_THREADS=$RUST_TEST_THREADS)"
 cargo test --release --locked --all-targets
