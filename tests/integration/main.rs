@@ -6,9 +6,10 @@
 //! `--test chaos` did. The property tests of `tests/fuzz.rs` are a separate target
 //! (`--features fuzz`, scripts/fuzz.sh).
 //!
-//! Tests of every module run side by side, `RUST_TEST_THREADS` at a time. Each test
-//! starts its own servers on free ports, so they need no order; a test that needs the
-//! machine to itself takes [`common::alone`].
+//! Tests of every module run side by side, `RUST_TEST_THREADS` at a time (libtest
+//! starts them in name order, so mostly one module after another). Each test starts its
+//! own servers on free ports and shares nothing with the others but the HTTP client
+//! (`common::send`, no pooling), so none needs the binary to itself.
 
 mod common;
 mod lifecycle;
