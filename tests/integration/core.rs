@@ -472,9 +472,9 @@ async fn in_shared_batches_a_user_keeps_the_limit_and_a_key_its_one_order() {
 /// with `stock`, on Redis itself (as `src/stock/batch.rs` sends it): one reply per buy.
 async fn reserve_lua_batch(redis: &RedisServer, stock: u64, users: &[&str]) -> Vec<redis::Value> {
     let script = redis::Script::new(concat!(
-        include_str!("../lua/lib.lua"),
+        include_str!("../../lua/lib.lua"),
         "\n",
-        include_str!("../lua/reserve.lua")
+        include_str!("../../lua/reserve.lua")
     ));
     let b = "fg:{lua}:";
     let mut inv = script.prepare_invoke();
