@@ -114,8 +114,11 @@ impl Drop for RedisSentinel {
     }
 }
 
-/// Waits until `replica` reports its link to the primary up (in sync: Redis delays a
-/// first diskless sync by 5 s, and a drill before it would lose everything).
+/// Waits until `replica` is in sync with its primary, as `WAIT` sees it: its link is up
+/// and a write on the primary is acknowledged by a replica within a second. (Redis delays
+/// a first diskless sync by 5 s, and a drill before it would lose everything; and the
+/// primary counts a replica only once it is `online`, which may come after the replica
+/// reports `master_link_status:up`.)
 pub async fn in_sync(replica: &RedisServer) {
     let client = redis::Client::open(replica.url()).expect("replica url");
     super::eventually(
@@ -128,7 +131,26 @@ pub async fn in_sync(replica: &RedisServer) {
                 .query_async(&mut con)
                 .await
                 .ok()?;
-            info.contains("master_link_status:up").then_some(())
+            if !info.contains("master_link_status:up") {
+                return None;
+            }
+            let port = info
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("master_port:"))?;
+            let primary = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).ok()?;
+            let mut p = primary.get_multiplexed_async_connection().await.ok()?;
+            let _: i64 = redis::cmd("INCR")
+                .arg("test:in-sync")
+                .query_async(&mut p)
+                .await
+                .ok()?;
+            let acked: i64 = redis::cmd("WAIT")
+                .arg(1)
+                .arg(1000)
+                .query_async(&mut p)
+                .await
+                .ok()?;
+            (acked >= 1).then_some(())
         },
     )
     .await;
