@@ -165,9 +165,9 @@ async fn failover_drill(replica_ack: bool) -> Failover {
     );
     assert_eq!(trio.master_port(), Some(replica.port()));
 
-    // The old primary comes back (empty: no persistence); the sentinels make it a
-    // replica of the new master, so a `WAIT 1` can be satisfied again.
-    s.redis.restart();
+    // The old primary comes back as a replica of the new master (it has no persistence:
+    // never bring it back empty as a master), so a `WAIT 1` can be satisfied again.
+    s.redis.restart_as_replica_of(replica.port());
     // The provider retries every callback it was not answered 200 for.
     for (o, res) in orders[BEFORE..].iter().zip(&cut) {
         if res.status != 200 {

@@ -272,8 +272,9 @@ fn sigterm_with_backlog(w: &World) -> FaultFuture<'_> {
 }
 
 /// (8) The failover drill: the primary SIGKILLed mid-payments; the sentinels promote the
-/// replica and the gateways follow. The old primary comes back (empty: no persistence)
-/// and the sentinels make it the new master's replica, so `WAIT 1` can be met again and
+/// replica and the gateways follow. The old primary comes back as the new master's
+/// replica (it has no persistence: brought back empty as a master, a sentinel once made
+/// the new master its replica and everything was lost), so `WAIT 1` can be met again and
 /// the payments answered 503 meanwhile are retried into paid orders.
 fn failover(w: &World) -> FaultFuture<'_> {
     Box::pin(async move {
@@ -296,7 +297,7 @@ fn failover(w: &World) -> FaultFuture<'_> {
             "the sentinels named the replica {} ms after the kill",
             t.elapsed().as_millis()
         ));
-        tokio::task::block_in_place(|| w.redis.lock().unwrap().restart());
+        tokio::task::block_in_place(|| w.redis.lock().unwrap().restart_as_replica_of(promoted));
         w.fault_ends().await;
     })
 }

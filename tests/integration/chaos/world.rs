@@ -51,13 +51,23 @@ impl World {
     pub async fn fault_ends(&self) {
         let end = now_ms();
         self.fault.lock().unwrap().1 = Some(end);
-        let mut probe = self.probe().await;
-        *self.backlog.lock().unwrap() = probe.xlen(&outbox_key(CAMPAIGN)).await;
+        let mut outbox = OutboxWatch::new(self.master_url());
+        let asked = Instant::now();
+        let backlog = loop {
+            match outbox.len().await {
+                Some(n) => break n,
+                None if asked.elapsed() < Duration::from_secs(10) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                None => panic!("the outbox backlog: the master does not answer"),
+            }
+        };
+        *self.backlog.lock().unwrap() = backlog;
         let timeout = self.profile.quiet_timeout;
         let watch = tokio::spawn(async move {
             let t = Instant::now();
             while t.elapsed() < timeout {
-                if outbox_empty(&mut probe).await {
+                if outbox.is_empty().await == Some(true) {
                     return Some(now_ms());
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -86,10 +96,14 @@ impl World {
         }
     }
 
+    fn master_url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.master_port())
+    }
+
     /// A fresh direct connection to the master (one made before a Redis restart or a
     /// failover is dead).
     pub async fn probe(&self) -> Probe {
-        let url = format!("redis://127.0.0.1:{}/0", self.master_port());
+        let url = self.master_url();
         eventually("a Redis connection", Duration::from_secs(10), || async {
             Probe::connect(&url).await.ok()
         })
@@ -113,9 +127,59 @@ async fn sentinels_for(primary: &RedisServer, cfg: &mut TestConfig) -> SentinelT
     trio
 }
 
-async fn outbox_empty(probe: &mut Probe) -> bool {
-    let key = outbox_key(CAMPAIGN);
-    probe.xlen(&key).await == 0 && probe.pending(&key).await.is_empty()
+/// Watches the campaign's outbox on the master through a connection of its own, opened
+/// again whenever it fails: Sentinel closes the clients of every node it reconfigures
+/// (`CLIENT KILL TYPE normal`), also after the failover proper.
+struct OutboxWatch {
+    url: String,
+    con: Option<redis::aio::MultiplexedConnection>,
+}
+
+impl OutboxWatch {
+    fn new(url: String) -> OutboxWatch {
+        OutboxWatch { url, con: None }
+    }
+
+    /// Runs `cmd`; a connection that failed is opened again next time.
+    async fn ask<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        let con = match &mut self.con {
+            Some(con) => con,
+            None => {
+                let client = redis::Client::open(self.url.as_str())?;
+                self.con
+                    .insert(client.get_multiplexed_async_connection().await?)
+            }
+        };
+        let r = cmd.query_async(con).await;
+        if r.as_ref().is_err_and(|e| e.code().is_none()) {
+            self.con = None; // not an error reply: the connection
+        }
+        r
+    }
+
+    /// Entries in the outbox; `None` when the master could not be asked.
+    async fn len(&mut self) -> Option<u64> {
+        self.ask(redis::cmd("XLEN").arg(outbox_key(CAMPAIGN)))
+            .await
+            .ok()
+    }
+
+    /// No entry in the outbox and none read but unacknowledged; `None` when the master
+    /// could not be asked.
+    async fn is_empty(&mut self) -> Option<bool> {
+        if self.len().await? > 0 {
+            return Some(false);
+        }
+        let key = outbox_key(CAMPAIGN);
+        let pending: (i64, redis::Value, redis::Value, redis::Value) =
+            match self.ask(redis::cmd("XPENDING").arg(&key).arg(GROUP)).await {
+                Ok(summary) => summary,
+                // no stream or no group yet: nothing pending
+                Err(e) if e.code() == Some("NOGROUP") => return Some(true),
+                Err(_) => return None,
+            };
+        Some(pending.0 == 0)
+    }
 }
 
 /// Runs `sc` once and returns the recorded run (not yet audited).
@@ -253,11 +317,11 @@ pub async fn run_once(sc: &Scenario, profile: &Profile, run: usize) -> Run {
 /// Waits until a live gateway reports no pending pre-order and the outbox is empty and
 /// unclaimed; returns when (`None`: not within the profile's quiet timeout).
 async fn wait_quiet(world: &World) -> Option<i64> {
-    let mut probe = world.probe().await;
+    let mut outbox = OutboxWatch::new(world.master_url());
     let t = Instant::now();
     while t.elapsed() < world.profile.quiet_timeout {
         let pending = pending_total(world).await;
-        if pending == Some(0) && outbox_empty(&mut probe).await {
+        if pending == Some(0) && outbox.is_empty().await == Some(true) {
             return Some(now_ms());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
