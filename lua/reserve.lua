@@ -190,7 +190,8 @@ local function reserve_one(ikey, ukey, hkey, okey, a)
     h = {}
     new_holders[hkey] = h
   end
-  h[#h + 1], h[#h + 2] = user, id
+  h[#h + 1] = user
+  h[#h + 1] = id
   redis.call('HSET', okey, 'id', id, 'campaign', campaign, 'sku', sku, 'user', user,
     'qty', ARGV[a + 2], 'amount', amount, 'status', 'pending_payment', 'created', now_s,
     'pay_by', pay_by)

@@ -3,7 +3,6 @@
 //! 404, a known path with another method is 405 with `Allow`; nothing there is proxied.
 
 use http::Method;
-
 use prometheus::{Histogram, IntCounter};
 
 use crate::metrics::Metrics;
