@@ -175,8 +175,8 @@ impl RedisServer {
     /// Stops Redis if it runs, then starts it again on the same port and directory.
     /// Restarts this (stopped or killed) Redis as a replica of the one on `port`: how an
     /// old primary without persistence must come back after a failover. Started empty as a
-    /// master instead, a sentinel that had not yet learnt of the failover may turn the new
-    /// master into *its* replica, and the new master's data is gone (seen in the drill).
+    /// master instead, a sentinel still naming it may turn the new master into *its*
+    /// replica, and the new master's data is gone (seen in the chaos drill).
     pub fn restart_as_replica_of(&mut self, port: u16) {
         if let Some(i) = self.extra.iter().position(|a| a == "--replicaof") {
             self.extra.drain(i..i + 3);
