@@ -157,8 +157,9 @@ local function reserve_one(ikey, ukey, hkey, okey, a)
 
   -- The item as this batch has left it: read once per batch, written once by flush.
   local st = item_state(ikey, ARGV[a + 8])
-  local remaining, hv = st[1], int(st[3])
+  local remaining = st[1]
   if remaining < qty then
+    local hv = int(st[3])
     local r = {'sold_out', remaining, hv}
     if remaining <= 0 and hv ~= ARGV[a + 9] then
       flush_holders(hkey)

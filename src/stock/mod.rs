@@ -277,17 +277,13 @@ impl Store {
             Some(c) => c,
             None => self.conn.dedicated().await?,
         };
-        let wait_ms = millis(self.conn.timeout());
         let wanted = self.replica_ack;
+        let wait = self.wait_for_replicas();
         let result = self
             .conn
             .bounded(self.limit() + self.conn.timeout(), async {
                 let reply: Reply = inv.invoke_async(&mut con).await?;
-                let acked: u32 = redis::cmd("WAIT")
-                    .arg(wanted)
-                    .arg(wait_ms)
-                    .query_async(&mut con)
-                    .await?;
+                let acked: u32 = wait.query_async(&mut con).await?;
                 Ok((reply, acked))
             })
             .await;
@@ -311,15 +307,21 @@ impl Store {
         if self.replica_ack == 0 {
             return Ok(true);
         }
-        let wait = redis::cmd("WAIT")
-            .arg(self.replica_ack)
-            .arg(millis(self.conn.timeout()))
-            .clone();
+        let wait = self.wait_for_replicas();
         let acked: u32 = self
             .conn
             .bounded(self.limit(), async { Ok(wait.query_async(con).await?) })
             .await?;
         Ok(acked >= self.replica_ack)
+    }
+
+    /// `WAIT` for `redis.replica_ack` replicas, at most `command_timeout`: how many hold
+    /// every write made so far on the connection it is sent on.
+    fn wait_for_replicas(&self) -> redis::Cmd {
+        redis::cmd("WAIT")
+            .arg(self.replica_ack)
+            .arg(millis(self.conn.timeout()))
+            .clone()
     }
 
     /// One command on the shared connection.

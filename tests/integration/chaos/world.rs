@@ -132,27 +132,23 @@ async fn sentinels_for(primary: &RedisServer, cfg: &mut TestConfig) -> SentinelT
 /// (`CLIENT KILL TYPE normal`), also after the failover proper.
 struct OutboxWatch {
     url: String,
-    con: Option<redis::aio::MultiplexedConnection>,
+    probe: Option<Probe>,
 }
 
 impl OutboxWatch {
     fn new(url: String) -> OutboxWatch {
-        OutboxWatch { url, con: None }
+        OutboxWatch { url, probe: None }
     }
 
     /// Runs `cmd`; a connection that failed is opened again next time.
     async fn ask<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
-        let con = match &mut self.con {
-            Some(con) => con,
-            None => {
-                let client = redis::Client::open(self.url.as_str())?;
-                self.con
-                    .insert(client.get_multiplexed_async_connection().await?)
-            }
+        let probe = match &mut self.probe {
+            Some(p) => p,
+            None => self.probe.insert(Probe::connect(&self.url).await?),
         };
-        let r = cmd.query_async(con).await;
+        let r = probe.try_query(cmd).await;
         if r.as_ref().is_err_and(|e| e.code().is_none()) {
-            self.con = None; // not an error reply: the connection
+            self.probe = None; // not an error reply: the connection
         }
         r
     }

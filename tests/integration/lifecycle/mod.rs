@@ -444,6 +444,14 @@ impl Probe {
         }
     }
 
+    /// Runs any command; the error is the caller's (a connection Sentinel closed).
+    pub async fn try_query<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: &redis::Cmd,
+    ) -> redis::RedisResult<T> {
+        cmd.query_async(&mut self.con).await
+    }
+
     /// Runs any command.
     pub async fn query<T: redis::FromRedisValue>(&mut self, cmd: redis::Cmd) -> T {
         cmd.query_async(&mut self.con)
