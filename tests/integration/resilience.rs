@@ -360,6 +360,93 @@ async fn a_lost_reservation_a_retry_was_shown_is_kept() {
     assert_eq!(stats["pending"].as_i64(), Some(3), "{stats}");
 }
 
+/// Up to two calls of one campaign are in flight, and SPEC §1.5 holds for both. While
+/// Redis has run one call whose reply is held back, the next buyer's call goes at once;
+/// more buyers queue behind them. Then the connection drops with both replies: both
+/// buyers are answered 503, both calls are undone before anything queued is sent, each
+/// retry with the same Idempotency-Key reserves afresh (201, never a replay of an order
+/// its buyer was told was not made), and every queued buyer gets exactly one unit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_calls_in_flight_lost_are_undone_before_anything_queued_behind_them() {
+    const QUEUED: usize = 40;
+    let (redis, store) = (RedisServer::start(), TestStore::start().await);
+    let proxy = RedisProxy::start(redis.port()).await;
+    let mut cfg = TestConfig::new(&proxy.url(), &store.url());
+    cfg.campaign(CampaignSpec::new(LOST).item("a", 1000, 100));
+    cfg.set_str("redis", "command_timeout", "5s");
+    let gw = start(&cfg).await;
+    assert_eq!(buy(&gw, LOST, "warm").await.status, 201);
+
+    proxy.hold_replies(true);
+    let ran = |user: &'static str| {
+        let redis = &redis;
+        async move {
+            eventually(
+                &format!("{user}'s call ran while the other waits for its reply"),
+                Duration::from_secs(3),
+                || async { (held_by(redis, user).await.0 == Some(1)).then_some(()) },
+            )
+            .await
+        }
+    };
+    let lost = async {
+        let first = buy_keyed(&gw, "first", "k-first");
+        let rest = async {
+            ran("first").await;
+            let second = buy_keyed(&gw, "second", "k-second");
+            let rest = async {
+                ran("second").await;
+                let queued = (0..QUEUED).map(|n| {
+                    let gw = &gw;
+                    async move {
+                        let user = format!("queued-{n}");
+                        eventually("buys served again", Duration::from_secs(15), || async {
+                            let r = buy_keyed(gw, &user, "k").await;
+                            (r.status != 503).then_some(r)
+                        })
+                        .await
+                    }
+                });
+                let queued = futures_util::future::join_all(queued);
+                let cut = async {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    proxy.cut();
+                    proxy.hold_replies(false);
+                };
+                tokio::join!(queued, cut).0
+            };
+            tokio::join!(second, rest)
+        };
+        let (first, (second, queued)) = tokio::join!(first, rest);
+        (first, second, queued)
+    };
+    let (first, second, queued) = lost.await;
+    assert_unavailable(&first, "the first call, its reply lost");
+    assert_unavailable(&second, "the second call, its reply lost");
+    for (n, res) in queued.iter().enumerate() {
+        assert_eq!(res.status, 201, "queued buyer {n}: {}", res.text());
+    }
+    for user in ["first", "second"] {
+        let retry = buy_keyed(&gw, user, &format!("k-{user}")).await;
+        assert_eq!(
+            retry.status,
+            201,
+            "{user}'s retry reserves afresh: {}",
+            retry.text()
+        );
+        let id = retry.json()["order_id"].as_str().unwrap().to_owned();
+        assert_eq!(held_by(&redis, user).await, (Some(1), Some(id)));
+    }
+    let stats = gw.item_stats(LOST, "a").await;
+    let held = QUEUED as i64 + 3;
+    assert_eq!(
+        (stats["pending"].as_i64(), stats["remaining"].as_i64()),
+        (Some(held), Some(1000 - held)),
+        "{stats}"
+    );
+    assert_eq!(stats["ledger_ok"], true, "{stats}");
+}
+
 // === restarts never reset stock ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,9 @@
 //! lose replies. Armed with a marker, the connection whose request carries it is closed
 //! when Redis' reply arrives and the reply is dropped: a call that ran in Redis whose
 //! caller never hears so (what a Redis killed at the wrong instant does). It can also
-//! refuse connections, so a client cannot get back in for a while.
+//! refuse connections, so a client cannot get back in for a while, and hold Redis'
+//! replies back (calls run, their callers wait) until told to let them through, or cut
+//! every open connection (the held replies are then lost).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +18,10 @@ struct State {
     marker: Mutex<Option<Vec<u8>>>,
     refusing: AtomicBool,
     lost: AtomicUsize,
+    /// While true, replies are kept back.
+    holding: tokio::sync::watch::Sender<bool>,
+    /// Bumped to close every open connection.
+    cuts: tokio::sync::watch::Sender<u64>,
 }
 
 pub struct RedisProxy {
@@ -59,6 +65,16 @@ impl RedisProxy {
         self.state.lost.load(Ordering::SeqCst)
     }
 
+    /// While on, Redis' replies are kept back (in order) and delivered when it goes off.
+    pub fn hold_replies(&self, on: bool) {
+        self.state.holding.send_replace(on);
+    }
+
+    /// Closes every open connection; replies held back are lost.
+    pub fn cut(&self) {
+        self.state.cuts.send_modify(|n| *n += 1);
+    }
+
     /// While on, new connections are closed as soon as they are accepted.
     pub fn set_refusing(&self, on: bool) {
         self.state.refusing.store(on, Ordering::SeqCst);
@@ -78,9 +94,16 @@ async fn pipe(mut client: TcpStream, redis_port: u16, st: Arc<State>) {
     let (mut cr, mut cw) = client.split();
     let (mut sr, mut sw) = server.split();
     let mut doomed = false;
+    // Replies kept back while the proxy holds them.
+    let mut held = Vec::new();
+    let mut holding = st.holding.subscribe();
+    let mut cuts = st.cuts.subscribe();
     let (mut up, mut down) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
     loop {
         tokio::select! {
+            // A cut wins over replies released at the same moment: they are lost.
+            biased;
+            _ = cuts.changed() => return,
             n = cr.read(&mut up) => {
                 let Ok(n @ 1..) = n else { return };
                 let chunk = &up[..n];
@@ -104,7 +127,13 @@ async fn pipe(mut client: TcpStream, redis_port: u16, st: Arc<State>) {
                     st.lost.fetch_add(1, Ordering::SeqCst);
                     return; // both sides closed, the reply never delivered
                 }
-                if cw.write_all(&down[..n]).await.is_err() {
+                held.extend_from_slice(&down[..n]);
+                if !*st.holding.borrow() && cw.write_all(&std::mem::take(&mut held)).await.is_err() {
+                    return;
+                }
+            }
+            _ = async { holding.wait_for(|on| !on).await.map(drop) }, if !held.is_empty() => {
+                if cw.write_all(&std::mem::take(&mut held)).await.is_err() {
                     return;
                 }
             }
