@@ -1,5 +1,5 @@
 -- reserve.lua — reserve units as pre-orders for a BATCH of buys of one campaign, in ONE
--- call (group commit: the buys that arrive while the previous call is in flight ride
+-- call (group commit: the buys that arrive while the campaign's calls are in flight ride
 -- together). Each buy is handled exactly as if it had its own call, in batch order:
 -- idempotency, pause, admission, stock, per-user limit — every check before its writes —
 -- then the decrement, the pre-order record and its deadline. Two buys of one user in a

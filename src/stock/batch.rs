@@ -1,5 +1,5 @@
-//! Group commit of reservations: the buys of one campaign that arrive while its previous
-//! reserve call is in flight are sent together as ONE call of `lua/reserve.lua` — one
+//! Group commit of reservations: the buys of one campaign that arrive while its reserve
+//! calls are in flight are sent together as ONE call of `lua/reserve.lua` — one
 //! round trip, one script entry, one reply — instead of one call each.
 //!
 //! No timer: a buy that finds a free driver goes at once, alone, so light traffic waits

@@ -345,7 +345,7 @@ impl Store {
     }
 
     /// The one Redis round trip of a buy: queued in its campaign's lane and sent with the
-    /// buys that arrive while the lane's previous call is in flight (`batch.rs`).
+    /// buys that arrive while the lane's calls are in flight (`batch.rs`).
     pub async fn reserve(&self, r: &ReserveRequest<'_>) -> Result<ReserveOutcome, StoreError> {
         let order_id = order::new_order_id(r.campaign);
         let (reply, answer) = tokio::sync::oneshot::channel();
