@@ -53,7 +53,7 @@ pub(super) struct Job {
     pub(super) holders_key: String,
     pub(super) order_key: String,
     /// The 13 per-buy values of the script but the deadline, which is set when the batch
-    /// is sent (see [`Job::deadline_from`]).
+    /// is sent (`Store::reserve_batch`).
     pub(super) args: JobArgs,
     pub(super) reply: oneshot::Sender<Result<Reply, StoreError>>,
 }
@@ -161,7 +161,8 @@ impl<J> Queue<J> {
 }
 
 impl Batcher {
-    /// Queues `job`; starts the lane's driver when none runs.
+    /// Queues `job`; starts a driver for it when fewer than [`MAX_IN_FLIGHT`] run and
+    /// none is undoing, else wakes one that waits to retry its voids.
     pub(super) fn submit(&self, store: &Store, keys: &CampaignKeys, job: Job) {
         let lane = match self.lanes.get(keys.base.as_str()) {
             Some(l) => l.clone(),
