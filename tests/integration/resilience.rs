@@ -363,11 +363,11 @@ async fn a_lost_reservation_a_retry_was_shown_is_kept() {
 /// Up to two calls of one campaign are in flight, and SPEC §1.5 holds for both. While
 /// Redis has run one call whose reply is held back, the next buyer's call goes at once;
 /// more buyers queue behind them. Then the connection drops with both replies: both
-/// buyers are answered 503, both calls are undone before anything queued is sent, each
-/// retry with the same Idempotency-Key reserves afresh (201, never a replay of an order
-/// its buyer was told was not made), and every queued buyer gets exactly one unit.
+/// buyers are answered 503 and both calls are undone, so each retry with the same
+/// Idempotency-Key reserves afresh (201, never a replay of an order its buyer was told
+/// was not made); every queued buyer gets exactly one unit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn both_calls_in_flight_lost_are_undone_before_anything_queued_behind_them() {
+async fn two_calls_in_flight_lost_together_are_both_undone() {
     const QUEUED: usize = 40;
     let (redis, store) = (RedisServer::start(), TestStore::start().await);
     let proxy = RedisProxy::start(redis.port()).await;

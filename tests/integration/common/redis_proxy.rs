@@ -128,7 +128,8 @@ async fn pipe(mut client: TcpStream, redis_port: u16, st: Arc<State>) {
                     return; // both sides closed, the reply never delivered
                 }
                 held.extend_from_slice(&down[..n]);
-                if !*st.holding.borrow() && cw.write_all(&std::mem::take(&mut held)).await.is_err() {
+                let hold = *st.holding.borrow();
+                if !hold && cw.write_all(&std::mem::take(&mut held)).await.is_err() {
                     return;
                 }
             }
