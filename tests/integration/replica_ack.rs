@@ -89,6 +89,9 @@ struct Failover {
     cut_answers: Vec<u16>,
     /// Payments answered 200 that the promoted replica does not hold as paid.
     lost: Vec<String>,
+    /// Orders at the store, before the provider retried, that the promoted replica held
+    /// as unpaid (SPEC §1.4: nothing unpaid reaches the sink).
+    unpaid_at_store: Vec<String>,
     store: TestStore,
     ids: Vec<String>,
     /// The gateway, the nodes and the config stay up until the test is done: the
@@ -168,6 +171,19 @@ async fn failover_drill(replica_ack: bool) -> Failover {
     // The old primary comes back as a replica of the new master (it has no persistence:
     // never bring it back empty as a master), so a `WAIT 1` can be satisfied again.
     s.redis.restart_as_replica_of(replica.port());
+    // Before any retry: the payments the new master never saw are not paid there, so
+    // their outbox entries (read from the old primary, never confirmed by a replica)
+    // must not reach the store, now that `WAIT` on the new master can succeed.
+    in_sync(&s.redis).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let unpaid_at_store = s
+        .store
+        .orders()
+        .iter()
+        .filter_map(|o| o.json["order_id"].as_str())
+        .filter(|id| on_replica(replica, id) != "paid")
+        .map(str::to_owned)
+        .collect();
     // The provider retries every callback it was not answered 200 for.
     for (o, res) in orders[BEFORE..].iter().zip(&cut) {
         if res.status != 200 {
@@ -197,6 +213,7 @@ async fn failover_drill(replica_ack: bool) -> Failover {
     Failover {
         cut_answers: cut.iter().map(|r| r.status).collect(),
         lost,
+        unpaid_at_store,
         store: s.store,
         ids: orders.iter().map(|o| order_id(o).to_owned()).collect(),
         _running: (gw, trio, s.redis, cfg),
@@ -215,6 +232,11 @@ async fn with_replica_ack_a_sentinel_failover_loses_no_acknowledged_payment() {
         f.lost.is_empty(),
         "acknowledged payments lost: {:?}",
         f.lost
+    );
+    assert!(
+        f.unpaid_at_store.is_empty(),
+        "orders at the store the new master holds unpaid: {:?}",
+        f.unpaid_at_store
     );
     // Every order was paid in the end, and each is at the store.
     eventually(
