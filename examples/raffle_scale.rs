@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use flashgate::admission::Seed;
 use flashgate::config::RedisConfig;
+use flashgate::draw::Seed;
 use flashgate::stock::{RedisMetrics, Store};
 use futures_util::stream::{self, StreamExt};
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::admission::Seed;
 use crate::config::Campaign;
+use crate::draw::Seed;
 use crate::stock::{CampaignKeys, Holders};
 
 /// After Redis says an item is sold out, answer 409 from memory for this long, then ask

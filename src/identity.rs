@@ -13,8 +13,9 @@ use ipnet::IpNet;
 use std::sync::Arc;
 
 use crate::config::{ConfigError, IdentityConfig, IdentityMode, Secrets};
-use crate::jwks::KeySet;
+use crate::identity::jwks::KeySet;
 
+pub mod jwks;
 mod jwt;
 mod token_cache;
 

@@ -15,17 +15,16 @@
 //!             adjust_stock, pause/resume, reload, load_stock, ledgers, outbox) and its
 //!             background work (bootstrap, refresh, expiry sweeper, outbox consumer)
 //! campaign    registry of running campaigns (reloadable), windows, local sold-out flags
-//! limit       governor keyed limiters (per IP, per user), inflight cap
+//! limits      rate limits: governor keyed limiters (per IP, per user), inflight cap
 //! identity    JWT (HS256 / RS256 / ES256) / trusted header → user id; client IP through
-//!             trusted proxies
-//! jwks        RS256 / ES256 public keys: a PEM key or a JWKS file
+//!             trusted proxies; identity/jwks.rs: RS256 / ES256 public keys (PEM or JWKS)
 //! json        request bodies are JSON objects: the one parser handlers use
 //! stock       the only module that knows Redis keys and lua/*.lua; typed results
 //! sink        where paid orders go: http, postgres — one trait, one file each
 //! proxy       pass-through to the store; typed errors the edge maps; the trust rule for
 //!             forwarding headers; the idle timeout
-//! admission   fair admission's arithmetic: the seed, its commitment, tickets, the
-//!             instant draw's threshold (SPEC §4.1); the raffle itself is core/admission.rs
+//! draw        the draws' arithmetic: the seed, its commitment, tickets, the instant
+//!             draw's threshold; the raffle itself is core/raffle.rs, stock/raffle.rs
 //!             and lua/draw.lua
 //! tls         rustls: roots (system + ca_file) for an https store and sink, rediss:// Redis, PostgreSQL
 //! signature   the Flashgate-Signature HMAC scheme (callbacks in, sink requests out)
@@ -33,9 +32,9 @@
 //! clock       injected wall clock (system, or a fake tests move)
 //! config      gateway + campaign TOML → validated Config (errors name file:line:col)
 //! ```
-//! Imports run one way: `main → server → http → core → {campaign, limit, identity,
-//! stock, sink, proxy} → config`; `admission`, `signature`, `metrics`, `clock`, `json`,
-//! `jwks` and `tls` are leaves anyone may use. Where to find a SPEC behaviour: the buy and its order of checks in
+//! Imports run one way: `main → server → http → core → {campaign, limits, identity,
+//! stock, sink, proxy} → config`; `draw`, `signature`, `metrics`, `clock`, `json`
+//! and `tls` are leaves anyone may use. Where to find a SPEC behaviour: the buy and its order of checks in
 //! `core/buy.rs`; orders and payments in `core/orders.rs`; admin actions in
 //! `core/operate.rs`; status codes and slugs in `http/problem.rs`; Redis keys and
 //! scripts in `stock/` and `lua/`.
@@ -49,16 +48,15 @@
     clippy::cast_sign_loss
 )]
 
-pub mod admission;
 pub mod campaign;
 pub mod clock;
 pub mod config;
 pub mod core;
+pub mod draw;
 pub mod http;
 pub mod identity;
 pub mod json;
-pub mod jwks;
-pub mod limit;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

@@ -340,7 +340,7 @@ fn check_public_keys(identity: &mut IdentityConfig, base: &Path) -> Result<(), S
         return Err(format!("required with jwt_algorithm = \"{alg:?}\""));
     };
     let path = base.join(path);
-    if let Err(e) = crate::jwks::KeySet::load(&path, alg) {
+    if let Err(e) = crate::identity::jwks::KeySet::load(&path, alg) {
         return Err(format!("{}: {e}", path.display()));
     }
     identity.jwt_public_keys = Some(path);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{heartbeat, outbox, sweeper, Sale};
+use super::{heartbeat, outbox_consumer, sweeper, Sale};
 
 /// How often bootstrap retries while Redis is away.
 const BOOTSTRAP_RETRY: Duration = Duration::from_millis(250);
@@ -35,14 +35,14 @@ impl Sale {
     /// Starts the background tasks; each stops when `shutdown` turns `true`.
     pub fn spawn_background(&self, shutdown: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
         let i = &*self.inner;
-        let consumer = outbox::Consumer {
+        let consumer = outbox_consumer::Consumer {
             store: i.store.clone(),
             registry: i.registry.clone(),
             metrics: i.metrics.clone(),
             sink: i.sink.clone(),
             cfg: i.orders.clone(),
             clock: i.clock.clone(),
-            name: outbox::consumer_name(),
+            name: outbox_consumer::consumer_name(),
         };
         let heartbeat = heartbeat::run(
             i.store.clone(),

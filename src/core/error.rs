@@ -3,7 +3,7 @@
 
 use crate::config::ConfigError;
 use crate::identity::IdentityError;
-use crate::limit::RateLimited;
+use crate::limits::RateLimited;
 use crate::signature::SignatureError;
 use crate::stock::StoreError;
 

@@ -2,7 +2,7 @@
 //! alive in every campaign's `<base>consumers` hash once a [`BEAT`], so a wave of slow
 //! deliveries never makes a living instance look gone. Another instance that finds the
 //! stamp older than [`STALE`] reclaims the entries it holds at once, without waiting for
-//! `orders.claim_idle` (see `outbox::Consumer::retry`).
+//! `orders.claim_idle` (see `outbox_consumer::Consumer::retry`).
 
 use std::time::Duration;
 

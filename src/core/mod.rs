@@ -7,7 +7,6 @@
 //! Must never: speak HTTP (no hyper/http types in or out), or make more than one Redis
 //! round trip for a buy.
 
-mod admission;
 mod background;
 mod buy;
 mod delivery;
@@ -15,16 +14,14 @@ mod error;
 mod heartbeat;
 mod operate;
 mod orders;
-mod outbox;
+mod outbox_consumer;
+mod raffle;
 mod sweeper;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-pub use admission::{
-    AdmissionLedger, AdmissionView, EntriesExport, EntryStatus, EntryView, ExportedEntrant, Refusal,
-};
 pub use buy::{Bought, BuyRequest};
 pub use error::{BadInput, SaleError};
 pub use operate::{
@@ -32,11 +29,14 @@ pub use operate::{
     Reloaded, StockDiffers,
 };
 pub use orders::{Callback, PaymentReply};
+pub use raffle::{
+    AdmissionLedger, AdmissionView, EntriesExport, EntryStatus, EntryView, ExportedEntrant, Refusal,
+};
 
 use crate::campaign::Registry;
 use crate::clock::Clock;
 use crate::config::{Config, OrdersConfig};
-use crate::limit::{Inflight, Limiters};
+use crate::limits::{Inflight, Limiters};
 use crate::metrics::Metrics;
 use crate::signature::SignatureVerifier;
 use crate::sink::{Sink, SinkError};

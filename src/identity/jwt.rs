@@ -14,7 +14,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use super::token_cache::{self, TokenCache};
 use super::IdentityError;
 use crate::config::{ConfigError, IdentityConfig, JwtAlgorithm, Secrets};
-use crate::jwks::KeySet;
+use crate::identity::jwks::KeySet;
 
 /// Clock skew tolerated on `exp` / `nbf`, in seconds.
 const JWT_LEEWAY_SECS: u64 = 5;

@@ -31,7 +31,7 @@ pub(crate) struct Breaker {
 
 /// What the breaker lets a call do.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Admit {
+pub(crate) enum Permit {
     /// Closed: go ahead.
     Call,
     /// Half-open: go ahead as the probe; report the outcome.
@@ -65,20 +65,20 @@ impl Breaker {
         self.open_until_ms.store(0, Ordering::Relaxed);
     }
 
-    pub(crate) fn admit(&self) -> Admit {
+    pub(crate) fn permit(&self) -> Permit {
         let until = self.open_until_ms.load(Ordering::Relaxed);
         if until == 0 {
-            return Admit::Call;
+            return Permit::Call;
         }
         if self.now_ms() >= until && !self.probing.swap(true, Ordering::AcqRel) {
-            return Admit::Probe;
+            return Permit::Probe;
         }
-        Admit::Refuse
+        Permit::Refuse
     }
 
     /// Records a call's outcome; returns true when this call opened the breaker.
-    pub(crate) fn record<T>(&self, admitted: &Admit, result: &Result<T, StoreError>) -> bool {
-        if *admitted == Admit::Probe {
+    pub(crate) fn record<T>(&self, permit: &Permit, result: &Result<T, StoreError>) -> bool {
+        if *permit == Permit::Probe {
             self.probing.store(false, Ordering::Release);
         }
         let reached = match result {
@@ -91,7 +91,7 @@ impl Breaker {
             return false;
         }
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.enabled && (failures >= OPEN_AFTER || *admitted == Admit::Probe) {
+        if self.enabled && (failures >= OPEN_AFTER || *permit == Permit::Probe) {
             let was_open = self.is_open();
             let until = self.now_ms() + crate::clock::millis(COOL_DOWN);
             self.open_until_ms.store(until.max(1), Ordering::Relaxed);
@@ -119,35 +119,38 @@ mod tests {
         let fail: Result<(), StoreError> = Err(StoreError::Timeout);
         let answered: Result<(), StoreError> = Err(StoreError::Protocol("odd reply".into()));
         for _ in 0..OPEN_AFTER - 1 {
-            assert_eq!(b.admit(), Admit::Call);
-            assert!(!b.record(&Admit::Call, &fail));
+            assert_eq!(b.permit(), Permit::Call);
+            assert!(!b.record(&Permit::Call, &fail));
         }
         // An error reply is Redis answering: the count starts over.
-        assert!(!b.record(&Admit::Call, &answered));
+        assert!(!b.record(&Permit::Call, &answered));
         for _ in 0..OPEN_AFTER - 1 {
-            assert!(!b.record(&Admit::Call, &fail));
+            assert!(!b.record(&Permit::Call, &fail));
         }
-        assert!(b.record(&Admit::Call, &fail), "the third in a row opens it");
-        assert_eq!(b.admit(), Admit::Refuse);
+        assert!(
+            b.record(&Permit::Call, &fail),
+            "the third in a row opens it"
+        );
+        assert_eq!(b.permit(), Permit::Refuse);
         b.open_until_ms.store(1, Ordering::Relaxed); // the cool-down is over
-        assert_eq!(b.admit(), Admit::Probe);
-        assert_eq!(b.admit(), Admit::Refuse, "one probe at a time");
-        b.record(&Admit::Probe, &Ok::<(), StoreError>(()));
+        assert_eq!(b.permit(), Permit::Probe);
+        assert_eq!(b.permit(), Permit::Refuse, "one probe at a time");
+        b.record(&Permit::Probe, &Ok::<(), StoreError>(()));
         assert!(!b.is_open());
-        assert_eq!(b.admit(), Admit::Call);
+        assert_eq!(b.permit(), Permit::Call);
     }
 
     #[test]
     fn a_failed_probe_opens_it_again_and_a_disabled_breaker_never_opens() {
         let b = breaker(true);
         b.open_until_ms.store(1, Ordering::Relaxed);
-        assert_eq!(b.admit(), Admit::Probe);
-        b.record(&Admit::Probe, &Err::<(), _>(StoreError::NotConnected));
-        assert_eq!(b.admit(), Admit::Refuse);
+        assert_eq!(b.permit(), Permit::Probe);
+        b.record(&Permit::Probe, &Err::<(), _>(StoreError::NotConnected));
+        assert_eq!(b.permit(), Permit::Refuse);
         let off = breaker(false);
         for _ in 0..10 {
-            off.record(&Admit::Call, &Err::<(), _>(StoreError::Timeout));
+            off.record(&Permit::Call, &Err::<(), _>(StoreError::Timeout));
         }
-        assert_eq!(off.admit(), Admit::Call);
+        assert_eq!(off.permit(), Permit::Call);
     }
 }

@@ -30,7 +30,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
 use tokio::sync::Notify;
 
-use super::breaker::{Admit, Breaker};
+use super::breaker::{Breaker, Permit};
 use super::sentinel::{self, MasterAddr, Sentinels};
 use super::StoreError;
 use crate::config::RedisConfig;
@@ -500,8 +500,8 @@ impl RedisConn {
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let i = &*self.inner;
-        let admitted = i.breaker.admit();
-        if admitted == Admit::Refuse {
+        let permit = i.breaker.permit();
+        if permit == Permit::Refuse {
             return Err(StoreError::CircuitOpen);
         }
         let result = match tokio::time::timeout(limit, call).await {
@@ -513,7 +513,7 @@ impl RedisConn {
             i.trouble.notify_one();
             tracing::warn!(error = %e, "redis call failed; failing closed");
         }
-        if i.breaker.record(&admitted, &result) {
+        if i.breaker.record(&permit, &result) {
             tracing::warn!(
                 "redis unreachable: circuit open, buys get 503 at once until a probe succeeds"
             );

@@ -8,7 +8,6 @@
 //! buy, or answer a Redis failure with anything but a `StoreError` (the caller fails
 //! closed). Every call goes through `RedisConn::bounded`, which counts failures.
 
-mod admission;
 mod batch;
 mod breaker;
 mod conn;
@@ -16,6 +15,7 @@ mod error;
 mod keys;
 pub mod order;
 pub mod outbox;
+mod raffle;
 mod redis_clock;
 mod scripts;
 mod sentinel;
@@ -27,11 +27,11 @@ use crate::clock::{millis, Clock};
 use redis::FromRedisValue;
 use redis_clock::RedisClock;
 
-pub use admission::{AdmissionCounts, DrawStep, EnterOutcome, EntryState, Pick, Selection};
 pub use conn::{Conn, RedisConn, RedisMetrics};
 pub use error::StoreError;
 pub use keys::{CampaignKeys, Holders};
 pub use order::{Order, OrderStatus};
+pub use raffle::{AdmissionCounts, DrawStep, EnterOutcome, EntryState, Pick, Selection};
 use scripts::Scripts;
 
 /// Dedicated connections kept for callbacks that WAIT for replicas.

@@ -14,7 +14,7 @@
 mod common;
 mod lifecycle;
 
-mod admission;
+mod buy;
 mod chaos;
 mod cli;
 mod cluster;

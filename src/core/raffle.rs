@@ -1,4 +1,4 @@
-//! Fair admission in the sale (SPEC §4.1): raffle entries, an entrant's state, the check a
+//! The raffle and the instant draw in the sale: raffle entries, an entrant's state, the check a
 //! buy passes before its reservation, the draw the background runs, and what operators
 //! see (counts per status, the export a verifier recomputes).
 //!
@@ -12,10 +12,10 @@ use std::sync::atomic::Ordering;
 use serde::Serialize;
 
 use super::{Sale, SaleError};
-use crate::admission::{member_user, Seed, WinThreshold};
 use crate::campaign::{CampaignState, Window};
 use crate::clock::{millis, unix_ms};
 use crate::config::Admission;
+use crate::draw::{member_user, Seed, WinThreshold};
 use crate::identity::IdentityError;
 use crate::stock::order::rfc3339_ms;
 use crate::stock::{AdmissionCounts, EnterOutcome, EntryState, Pick, Selection};
@@ -423,7 +423,7 @@ impl Sale {
                     user_id: user.to_owned(),
                     entered_at: entered.map(rfc3339_ms),
                     rank: drawn.then_some(start + k as u64 + 1),
-                    ticket: drawn.then(|| hex::encode(&member[..crate::admission::SEED_LEN])),
+                    ticket: drawn.then(|| hex::encode(&member[..crate::draw::SEED_LEN])),
                     status: drawn.then(|| status_of(&state, now, ended).as_str()),
                     selected_at: selection.map(|s| rfc3339_ms(s.selected_at)),
                 });

@@ -1,4 +1,4 @@
-//! Fair admission's arithmetic (SPEC §4.1): a campaign's seed, its public commitment, a
+//! The draws' arithmetic (raffle and instant draw): a campaign's seed, its public commitment, a
 //! user's ticket and the instant draw's verdict. Pure functions, no I/O.
 //!
 //! The seed decides every draw, so it never appears in `Debug` output or in logs: it is

@@ -1,4 +1,4 @@
-//! The core admission path end to end (issue 2): the real gateway, in-process, over HTTP,
+//! The buy path end to end: the real gateway, in-process, over HTTP,
 //! against a real `redis-server`. Flash crowds, per-user limits, idempotent retries,
 //! windows, identity, request validation, and the order endpoints.
 

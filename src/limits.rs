@@ -1,4 +1,4 @@
-//! Admission before any Redis work: governor keyed rate limiters (per client IP, per user;
+//! Rate limits, checked before any Redis work: governor keyed limiters (per client IP, per user;
 //! global `[limits]` or a campaign's own override) and the in-flight request cap.
 //!
 //! Owns the limiter state, its bounded growth (`retain_recent`, `spawn_gc`) and the
@@ -187,7 +187,7 @@ impl<C: Clock + Clone> Limiters<C> {
         }
     }
 
-    /// Per-IP admission for `campaign`, whose own limits are `overrides`.
+    /// The per-IP rate limit of `campaign`, whose own limits are `overrides`.
     pub fn check_ip(
         &self,
         campaign: &str,
@@ -205,7 +205,7 @@ impl<C: Clock + Clone> Limiters<C> {
         )
     }
 
-    /// Per-user admission for `campaign`, whose own limits are `overrides`.
+    /// The per-user rate limit of `campaign`, whose own limits are `overrides`.
     pub fn check_user(
         &self,
         campaign: &str,

@@ -1,8 +1,8 @@
-//! Fair admission in Redis (SPEC §4.1): the campaign seed, raffle entries, the draw and
+//! The raffle in Redis: the campaign seed, raffle entries, the draw and
 //! selection (`lua/draw.lua`), an entrant's state and the counts per status. Keys are
 //! `CampaignKeys`' admission keys; every call is one script or one pipeline.
 
-use crate::admission::Seed;
+use crate::draw::Seed;
 
 use super::{int_at, tag, CampaignKeys, Reply, Store, StoreError};
 
@@ -266,7 +266,7 @@ impl Store {
         }
         let users: Vec<&[u8]> = members
             .iter()
-            .map(|m| m.get(crate::admission::SEED_LEN..).unwrap_or_default())
+            .map(|m| m.get(crate::draw::SEED_LEN..).unwrap_or_default())
             .collect();
         let mut pipe = redis::pipe();
         pipe.cmd("HMGET").arg(&keys.entrants).arg(&users);
