@@ -285,6 +285,15 @@ export function handleSummary(data) {
   lines.push(`  buy latency p50 ${fmtMs(l.p50)}  p90 ${fmtMs(l.p90)}  p99 ${fmtMs(l.p99)}  max ${fmtMs(l.max)}`);
   if (after) lines.push(`  ledger of ${CAMPAIGN} now:\n${ledgerTable(after)}`);
   for (const c of checks) lines.push(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}`);
+  const underSold = checks.some((c) => !c.ok && c.name.includes('exactly the stock reserved'));
+  if (underSold && (outcomes.rate_limited_429 > 0 || outcomes.unavailable_503 > 0)) {
+    // Fewer units reserved than the demand allows is what 429s and 503s cause when buyers
+    // run out of retries: the stock was under-sold, the ledger is a separate check above.
+    lines.push(`  note: ${outcomes.rate_limited_429} answers were 429 (rate-limited) and ` +
+      `${outcomes.unavailable_503} were 503: buyers who ran out of retries left stock unsold. ` +
+      'That is the rate limits (or shedding) at work, not a broken ledger. A crowd from one ' +
+      'machine is one IP unless the gateway trusts it as a proxy: see "Your own campaign" in loadtest/README.md.');
+  }
   for (const t of thresholds) lines.push(`  ${t.ok ? 'ok  ' : 'FAIL'} threshold ${t.metric}: ${t.threshold}`);
   for (const c of allChecks(data.root_group)) {
     if (c.fails > 0) lines.push(`  FAIL check ${c.name} (${c.fails} failed)`);
