@@ -4,7 +4,7 @@
 Reads each measurement's machine-readable line (`flashgate-wrk {json}` from the wrk
 scripts, `flashgate-k6 {json}` from k6/reserve_rate.js, redis-benchmark's CSV), the
 memory readings (f_mem.txt, f_samples.txt) and the commands (commands.txt); computes the
-ratios and judges the targets of issue 4. Sections it has no results for say so.
+ratios and judges the targets BENCHMARKS.md sets. Sections it has no results for say so.
 A hand-written analysis may follow the marker line `<!-- analysis -->` in the existing
 file: it is kept as it is.
 """

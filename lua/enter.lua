@@ -1,4 +1,4 @@
--- enter.lua — a user enters a raffle, once (SPEC §4.1).
+-- enter.lua — a user enters a raffle, once.
 --
 -- KEYS[1]  <base>admission   KEYS[2]  <base>entrants   KEYS[3]  <base>ranking
 -- ARGV[1]  user id

@@ -19,7 +19,7 @@
 --   the caller's holders version (`hv`) of the item or "" (see sold_out below),
 --   deadline (ms, Redis' clock as the caller estimates it) or "": a buy that runs later
 --     (Redis was frozen, the call queued behind others) reserves nothing — its caller
---     has given up and answered 503 (SPEC §1.5),
+--     has given up and answered 503,
 --   "raffle" when only a selected entrant with an open claim may reserve, else "",
 --   raffle: the user's ranking member (ticket bytes .. user id), else ""
 -- Returns one reply per buy, in order, each one of:

@@ -1,6 +1,6 @@
 -- void.lua — undo reservations whose buyers were answered 503 although their reserve
 -- call may have run (its reply was lost: the connection dropped, or it came after the
--- gateway gave up). SPEC §1.5: a buy answered 503 reserved nothing. The gateway that
+-- gateway gave up). A buy answered 503 reserved nothing (docs/guarantees.md). The gateway that
 -- answered runs this before its campaign lane sends anything else.
 --
 -- An order is undone only while it is pending and nobody was told about it: reserve.lua

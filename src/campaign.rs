@@ -65,7 +65,7 @@ pub struct CampaignState {
     /// Operator pause (degradation switch): buys get 503 `paused`. The source of truth is
     /// `<base>paused` in Redis (so every instance obeys it); this copy is refreshed each second.
     pub paused: AtomicBool,
-    /// Fair admission's seed (SPEC §4.1), once read from Redis; kept across reloads.
+    /// Fair admission's seed, once read from Redis; kept across reloads.
     pub seed: OnceLock<Seed>,
     /// When the raffle's draw was made (unix ms), once this instance has seen it; 0 before.
     pub drawn_at: AtomicI64,

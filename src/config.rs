@@ -125,7 +125,7 @@ pub struct RedisConfig {
     /// an acknowledged write in a failover; this closes that window for paid orders.
     #[serde(default)]
     pub replica_ack: u32,
-    /// Extension (SPEC §3): Redis behind Sentinel, instead of `url`. The gateway asks the
+    /// Redis behind Sentinel, instead of `url`. The gateway asks the
     /// sentinels which node is the master and follows it through failovers.
     #[serde(default)]
     pub sentinel: Option<SentinelConfig>,
@@ -343,7 +343,7 @@ pub struct OrdersConfig {
     /// Extension: how often the expiry sweeper looks for due pre-orders.
     #[serde(default = "d_sweep")]
     pub sweep_interval: HumanDuration,
-    /// SPEC §3's example writes `campaigns_dir` after `[orders]`, where TOML files it.
+    /// The documented example writes `campaigns_dir` after `[orders]`, where TOML files it.
     /// Accepted here so the key is known; read by `gateway::campaigns_dir`.
     #[serde(default)]
     #[allow(dead_code)]

@@ -1,7 +1,7 @@
 //! Who is asking: the user id (JWT or trusted header) and the client IP (TCP peer, or
 //! `X-Forwarded-For` walked from the right when the peer is a trusted proxy).
 //!
-//! Owns credential checks and the client-IP rule of SPEC §4. Never decides what a failure
+//! Owns credential checks and the client-IP rule of docs/api.md. Never decides what a failure
 //! means over HTTP (that is `http/problem.rs`), never logs tokens, and never trusts any
 //! part of `X-Forwarded-For` that a non-proxy could have written.
 

@@ -1,4 +1,4 @@
-//! Request bodies are JSON objects (SPEC §4): `{"quantity": 2}`, never `[2]`, `2` or
+//! Request bodies are JSON objects: `{"quantity": 2}`, never `[2]`, `2` or
 //! `"2"`, and a member is never `null`.
 //!
 //! serde's derived `Deserialize` also takes a struct from a JSON array (fields in

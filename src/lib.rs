@@ -34,7 +34,7 @@
 //! ```
 //! Imports run one way: `main → server → http → core → {campaign, limits, identity,
 //! stock, sink, proxy} → config`; `draw`, `signature`, `metrics`, `clock`, `json`
-//! and `tls` are leaves anyone may use. Where to find a SPEC behaviour: the buy and its order of checks in
+//! and `tls` are leaves anyone may use. Where to find a behaviour of docs/api.md: the buy and its order of checks in
 //! `core/buy.rs`; orders and payments in `core/orders.rs`; admin actions in
 //! `core/operate.rs`; status codes and slugs in `http/problem.rs`; Redis keys and
 //! scripts in `stock/` and `lua/`.

@@ -40,7 +40,7 @@ impl RateLimited {
     /// syntax, chosen over the older `RateLimit-Limit/-Remaining/-Reset` trio:
     /// `RateLimit-Policy: "burst";q=<burst>;w=<window>` and
     /// `RateLimit: "burst";r=0;t=<retry_after>`. Only these two: `Retry-After` belongs to
-    /// the HTTP layer (SPEC §4), which adds it from `retry_after_secs`.
+    /// the HTTP layer, which adds it from `retry_after_secs`.
     pub fn headers(&self) -> [(HeaderName, HeaderValue); 2] {
         let policy = format!("\"burst\";q={};w={}", self.limit, self.window_secs);
         let state = format!("\"burst\";r=0;t={}", self.retry_after_secs);
@@ -572,7 +572,7 @@ mod tests {
         assert_eq!(pv, "\"burst\";q=40;w=2");
         assert_eq!(sn.as_str(), "ratelimit");
         assert_eq!(sv, "\"burst\";r=0;t=3");
-        // The SPEC example: 20/s, burst 40 → a 2s window.
+        // The documented example: 20/s, burst 40 → a 2s window.
         let (l, _c) = setup(limits(Some(spec(20, 1000, 40)), None));
         for _ in 0..40 {
             l.check_ip("c", &NONE, ip("192.0.2.1")).unwrap();

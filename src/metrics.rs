@@ -1,10 +1,10 @@
-//! The Prometheus registry and its families (SPEC §7 names), served on the admin listener.
+//! The Prometheus registry and its families (names documented in docs/api.md), served on the admin listener.
 //!
 //! Label sets on the buy path are few and fixed; `with_label_values` on them is a hashed
 //! read-locked lookup, cheap next to the Redis round trip.
 //!
 //! Every series whose labels the configuration determines is created at 0 up front (the
-//! `prime_*` calls), so `rate()` and alerts work before the first event (SPEC §7).
+//! `prime_*` calls), so `rate()` and alerts work before the first event.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -165,7 +165,7 @@ impl Metrics {
         self.requests.collect()
     }
 
-    /// `flashgate_preorders_total{event}` values (SPEC §7).
+    /// `flashgate_preorders_total{event}` values.
     pub const PREORDER_EVENTS: [&'static str; 5] = [
         "reserved",
         "paid",
@@ -191,7 +191,7 @@ impl Metrics {
         }
     }
 
-    /// `flashgate_admission_total{event}` values (SPEC §7).
+    /// `flashgate_admission_total{event}` values.
     pub const ADMISSION_EVENTS: [&'static str; 5] =
         ["entered", "selected", "claimed", "lapsed", "not-selected"];
 

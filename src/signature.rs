@@ -1,4 +1,4 @@
-//! The `Flashgate-Signature` scheme (SPEC §5): `t=<unix>,v1=<hex>` over `"<t>.<raw body>"`
+//! The `Flashgate-Signature` scheme: `t=<unix>,v1=<hex>` over `"<t>.<raw body>"`
 //! with HMAC-SHA256. Verified on payment callbacks (constant-time, within ±tolerance) and
 //! made for the http sink's requests — one module, so both sides agree byte for byte.
 //!

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The chaos suite (issue 11) in one command: every scenario of tests/integration/chaos.rs, audited,
+# The chaos suite in one command: every scenario of tests/integration/chaos.rs, audited,
 # with the report in target/chaos/report.md (per-request logs in target/chaos/runs/).
 #
 #   loadtest/chaos/run.sh            # CHAOS_PROFILE=full, CHAOS_RUNS=3 (each scenario 3x in a row)

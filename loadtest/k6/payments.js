@@ -1,5 +1,5 @@
 // payments.js — the payment provider: pays a share of the pre-orders that flash_crowd.js
-// made, through signed callbacks (SPEC §5), some of them twice (the provider retries).
+// made, through signed callbacks, some of them twice (the provider retries).
 //
 // Run after flash_crowd.js wrote its orders with --console-output:
 //

@@ -1,4 +1,4 @@
-// raffle.js — a raffle from entries to the last re-selection (SPEC §4.1), through the
+// raffle.js — a raffle from entries to the last re-selection, through the
 // public and admin HTTP APIs only, and an audit of the draw at the end.
 //
 //   k6 run -e JWT_SECRET=... -e PAYMENT_SECRET=... -e ADMIN_TOKEN=... \

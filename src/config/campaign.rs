@@ -24,7 +24,7 @@ pub struct Item {
     pub price_cents: u64,
 }
 
-/// Who may buy (SPEC §4.1).
+/// Who may buy.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Admission {
     /// Anyone, first come first served.
@@ -40,7 +40,7 @@ pub enum Admission {
 }
 
 impl Admission {
-    /// The SPEC name: `first-come`, `raffle`, `instant-draw`.
+    /// The configuration's name: `first-come`, `raffle`, `instant-draw`.
     pub fn mode(&self) -> &'static str {
         match self {
             Admission::FirstCome => "first-come",

@@ -126,7 +126,7 @@ fn parse(d: &mut Diag<'_>) -> Parsed {
     }
 }
 
-/// `campaigns_dir`: at the top level, or after `[orders]` where SPEC §3's example puts it
+/// `campaigns_dir`: at the top level, or after `[orders]` where the documented example puts it
 /// (which TOML files under `[orders]`). Read apart from `[orders]`' other keys, so a
 /// mistake there does not stop the campaigns from being checked. `Err` if it is not a
 /// string (reported).
@@ -419,7 +419,7 @@ fn needs_jwt_secret(identity: &IdentityConfig) -> bool {
 }
 
 /// Reads every secret the configuration names and uses. A named variable that is unset
-/// or empty is an error at the key that names it (SPEC §2): the gateway never runs with
+/// or empty is an error at the key that names it: the gateway never runs with
 /// an open admin API or an unsigned hand-off by accident.
 fn secrets(d: &mut Diag<'_>, g: &Parsed, source: SecretSource<'_>) -> Secrets {
     let mut need = |field: &str, var: &str, what: &str| -> Option<String> {

@@ -13,7 +13,7 @@ use super::{heartbeat, outbox_consumer, sweeper, Sale};
 
 /// How often bootstrap retries while Redis is away.
 const BOOTSTRAP_RETRY: Duration = Duration::from_millis(250);
-/// How often raffles are drawn, lapsed and re-selected (SPEC §4.1: "within about a second").
+/// How often raffles are drawn, lapsed and re-selected (docs/api.md: "within about a second").
 const ADMISSION_TICK: Duration = Duration::from_secs(1);
 /// How often the rate limiters forget idle keys.
 const LIMITER_GC: Duration = Duration::from_secs(10);

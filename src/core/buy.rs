@@ -1,4 +1,4 @@
-//! The buy flow (SPEC §4 "Buy"), in order of cost: inflight cap, campaign lookup, per-IP
+//! The buy flow, in order of cost: inflight cap, campaign lookup, per-IP
 //! limit, identity, per-user limit, pause, window, admission (an instant draw decided
 //! here), request checks, local sold-out flag, then ONE Redis round trip (shared with the
 //! buys of the same campaign that arrive meanwhile: `stock/batch.rs`); a sold-out answer

@@ -1,6 +1,6 @@
 //! The sale itself, below HTTP: one cheap `Clone` handle, [`Sale`], owning the campaign
 //! registry, the Redis store, the rate limiters, the inflight cap, the metrics, the
-//! payment-signature verifier and an injected clock. Every SPEC behaviour of a buy, an
+//! payment-signature verifier and an injected clock. Every behaviour of a buy, an
 //! order, a payment or an operator action is one method here, with typed inputs and
 //! outcomes and one error type, [`SaleError`].
 //!

@@ -1,4 +1,4 @@
-//! What operators and observers ask of the sale (SPEC §4 campaign view, §7 admin):
+//! What operators and observers ask of the sale (the campaign view, the admin API):
 //! ledgers, stock adjustment, the pause switch, reload, the outbox; and readiness.
 
 use std::sync::atomic::Ordering;
@@ -48,7 +48,7 @@ pub struct CampaignView {
     pub per_user_limit: u32,
     pub payment_window_seconds: u64,
     pub items: Vec<ItemView>,
-    /// Raffle / instant draw (SPEC §4.1): mode, commitment, and the seed once revealed.
+    /// Raffle / instant draw: mode, commitment, and the seed once revealed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admission: Option<super::AdmissionView>,
 }

@@ -1,5 +1,5 @@
 //! A pre-order after its reservation: its owner reads or cancels it; the payment
-//! provider's signed callback pays it (SPEC §4 orders, §5).
+//! provider's signed callback pays it.
 
 use serde::Deserialize;
 
@@ -9,8 +9,9 @@ use crate::stock::{CancelOutcome, ConfirmOutcome, Order, OrderStatus};
 /// Longest `payment_id` accepted (it is stored with the order and sent to the sink).
 const MAX_PAYMENT_ID: usize = 256;
 
-/// The callback body (SPEC §5).
+/// The callback body (docs/api.md, "Payment callback"); unknown members are refused.
 #[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Callback {
     pub order_id: String,
     pub payment_id: String,

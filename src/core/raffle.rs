@@ -20,7 +20,7 @@ use crate::identity::IdentityError;
 use crate::stock::order::rfc3339_ms;
 use crate::stock::{AdmissionCounts, EnterOutcome, EntryState, Pick, Selection};
 
-/// An entrant's status (SPEC §4.1 `entries/me`).
+/// An entrant's status (`entries/me`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EntryStatus {

@@ -1,4 +1,4 @@
-//! The admin listener (SPEC §7): metrics, health, the per-item ledger, reload, stock
+//! The admin listener: metrics, health, the per-item ledger, reload, stock
 //! adjustment, pause/resume, the outbox, the live status page. `/admin/*` needs the admin
 //! token when one is set, as a Bearer token or as the password of HTTP Basic auth (so a
 //! browser can open it).

@@ -1,4 +1,4 @@
-//! `POST /payments/callback` (SPEC §5): the raw body and its `Flashgate-Signature` go to
+//! `POST /payments/callback`: the raw body and its `Flashgate-Signature` go to
 //! the sale, which verifies the signature over the bytes as received and pays the order.
 
 use http::{Request, StatusCode};

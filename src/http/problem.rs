@@ -117,7 +117,7 @@ impl Problem {
     }
 }
 
-// === the contract's slugs (SPEC §4, §5, §7) ===
+// === the contract's slugs (docs/api.md lists them) ===
 
 impl Problem {
     pub fn unauthenticated(detail: impl Into<String>) -> Self {

@@ -1,5 +1,5 @@
 //! The public router: method + path → a route carrying its parsed ids. Paths under
-//! `/seckill/` and `/payments/` are flashgate's (SPEC §4): one that matches no route is
+//! `/seckill/` and `/payments/` are flashgate's: one that matches no route is
 //! 404, a known path with another method is 405 with `Allow`; nothing there is proxied.
 
 use http::Method;

@@ -111,7 +111,7 @@ impl Jwt {
             }
         };
         let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
-            .map_err(|e| IdentityError::Invalid(reason(e.kind())))?
+            .map_err(|e| IdentityError::Invalid(reason(token, e.kind())))?
             .claims;
         self.verified.insert(cache_key, &claims.sub, claims.exp);
         Ok(claims.sub)
@@ -164,7 +164,7 @@ fn validation(alg: Algorithm, cfg: &IdentityConfig) -> Validation {
     v
 }
 
-fn reason(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
+fn reason(token: &str, kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
     use jsonwebtoken::errors::ErrorKind as K;
     match kind {
         K::ExpiredSignature => "token expired",
@@ -177,11 +177,43 @@ fn reason(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
         K::MissingRequiredClaim(c) if c == "iss" => "token lacks the `iss` claim (issuer)",
         K::MissingRequiredClaim(c) if c == "aud" => "token lacks the `aud` claim (audience)",
         K::MissingRequiredClaim(_) => "token lacks the `sub` claim (the user id)",
-        // `Claims` is read before the required claims are checked: serde sees `sub` first.
-        K::Json(e) if e.to_string().starts_with("missing field `sub`") => {
-            "token lacks the `sub` claim (the user id)"
+        // serde's message names neither the header nor, for a wrong type, the claim:
+        // look at the token again to say which part is wrong (a refusal only).
+        K::Json(_) => json_reason(token),
+        _ => "malformed token",
+    }
+}
+
+/// Why a token whose header or claims did not deserialize was refused.
+fn json_reason(token: &str) -> &'static str {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use serde_json::Value;
+    let part = |i: usize| -> Option<Value> {
+        let b64 = token.split('.').nth(i)?;
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(b64.trim_end_matches('=')).ok()?).ok()
+    };
+    let Some(header) = part(0) else {
+        return "malformed token";
+    };
+    // `alg: none` (or any name jsonwebtoken does not know) fails the header's parse.
+    let known_alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .is_some_and(|a| a.parse::<jsonwebtoken::Algorithm>().is_ok());
+    if !known_alg {
+        return "token algorithm not accepted";
+    }
+    let Some(claims) = part(1) else {
+        return "malformed token";
+    };
+    match (claims.get("sub"), claims.get("exp")) {
+        (None, _) => "token lacks the `sub` claim (the user id)",
+        (Some(sub), _) if !sub.is_string() => "token claim `sub` (the user id) must be a string",
+        (_, None) => "token lacks the `exp` claim (expiry)",
+        (_, Some(exp)) if !exp.is_u64() => {
+            "token claim `exp` (expiry) must be a whole number of seconds"
         }
-        K::Json(e) if e.is_data() => "token claim `sub` (the user id) must be a string",
         _ => "malformed token",
     }
 }

@@ -124,6 +124,40 @@ fn jwt_rejections() {
     assert!(id.user_id(&bearer(&none), true).is_err());
 }
 
+/// A refusal's `detail` names what is wrong with the token, not another claim.
+#[test]
+fn a_refused_token_is_refused_for_its_own_reason() {
+    let id = jwt_identity();
+    let why = |t: &str| match id.user_id(&bearer(t), true) {
+        Err(IdentityError::Invalid(why)) => why,
+        other => panic!("{t}: {other:?}"),
+    };
+    let exp = now() + 60;
+    let hs = |claims| token(Algorithm::HS256, SECRET, claims);
+    assert_eq!(
+        why(&hs(serde_json::json!({"sub": "u"}))),
+        "token lacks the `exp` claim (expiry)"
+    );
+    assert_eq!(
+        why(&hs(serde_json::json!({"sub": "u", "exp": "tomorrow"}))),
+        "token claim `exp` (expiry) must be a whole number of seconds"
+    );
+    assert_eq!(
+        why(&hs(serde_json::json!({"exp": exp}))),
+        "token lacks the `sub` claim (the user id)"
+    );
+    assert_eq!(
+        why(&hs(serde_json::json!({"sub": 7, "exp": exp}))),
+        "token claim `sub` (the user id) must be a string"
+    );
+    let none = format!(
+        "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
+        "eyJzdWIiOiJ1IiwiZXhwIjo0MTAyNDQ0ODAwfQ"
+    );
+    assert_eq!(why(&none), "token algorithm not accepted");
+    assert_eq!(why("not.a.jwt"), "malformed token");
+}
+
 #[test]
 fn jwt_missing_or_wrong_scheme() {
     let id = jwt_identity();

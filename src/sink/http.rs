@@ -1,4 +1,4 @@
-//! The `http` sink (SPEC §6): `POST orders.http_url` with the order JSON,
+//! The `http` sink: `POST orders.http_url` with the order JSON,
 //! `Idempotency-Key: <order_id>` and a `Flashgate-Signature` made with the sink secret.
 //! Any 2xx means persisted; anything else is retried by the outbox consumer.
 //! A second charge's refund is keyed `<order_id>:<payment_id>`, so the store's dedupe by

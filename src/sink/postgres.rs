@@ -1,4 +1,4 @@
-//! The `postgres` sink (SPEC §6): one row per order in `flashgate_orders` (created if
+//! The `postgres` sink: one row per order in `flashgate_orders` (created if
 //! absent), `order_id` primary key, `ON CONFLICT DO NOTHING` so re-delivery is a no-op.
 //!
 //! Columns (also in README): order_id, status ('paid' | 'refund_required'), campaign, sku,

@@ -11,7 +11,7 @@
 //!
 //! Each buy keeps its own checks and outcome (the script runs them one after another, as
 //! separate calls would). A failed call (timeout, Redis away) fails every buy of its batch
-//! with 503, and SPEC §1.5 says those reserved nothing. Two guards make that true: each
+//! with 503, and a buy answered 503 must have reserved nothing (docs/guarantees.md). Two guards make that true: each
 //! buy carries its own deadline, checked by the script against Redis' clock, so a call
 //! Redis runs after the gateway gave up refuses; and a call that may have run (its reply
 //! lost with the connection, or late) is undone by `lua/void.lua` before the lane sends
@@ -341,7 +341,7 @@ mod tests {
         );
     }
 
-    /// SPEC §1.5: what is queued after a failed call's voids (its buyers' retries) is never
+    /// A buy answered 503 reserved nothing: what is queued after a failed call's voids (its buyers' retries) is never
     /// sent before they are undone — not by the driver that takes them, nor by the other.
     #[test]
     fn jobs_queued_after_voids_wait_for_their_undo_on_every_driver() {

@@ -1,4 +1,4 @@
-//! A pre-order / order as stored in Redis, and its JSON form (SPEC §4 "Order body").
+//! A pre-order / order as stored in Redis, and its JSON form (docs/api.md, "Order body").
 //!
 //! An order id is `<ULID>.<campaign>`: the payment callback carries only the order id, and
 //! the campaign part tells us the Redis hash tag (slot) holding the order without a

@@ -18,7 +18,7 @@ pub const GROUP: &str = "flashgate";
 pub enum Event {
     Paid,
     RefundRequired,
-    /// A paid order was charged again (SPEC §6): the entry's order carries the refund's
+    /// A paid order was charged again: the entry's order carries the refund's
     /// `payment_id`, the amount charged and `status` refund_required. Its own event so a
     /// sink can key it by payment, never by order.
     SecondCharge,

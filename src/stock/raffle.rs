@@ -105,7 +105,7 @@ pub struct DrawStep {
     pub drawn_at: Option<i64>,
 }
 
-/// A raffle's entrants per status (SPEC §7 `GET /admin/campaigns`).
+/// A raffle's entrants per status (`GET /admin/campaigns`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AdmissionCounts {
     pub entrants: u64,

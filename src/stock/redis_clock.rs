@@ -1,5 +1,5 @@
 //! The gateway's estimate of Redis' clock, so a reservation can carry a deadline that
-//! Redis itself checks (SPEC §1.5: a buy answered 503 has reserved nothing, even when a
+//! Redis itself checks (docs/guarantees.md: a buy answered 503 has reserved nothing, even when a
 //! frozen Redis wakes up and runs the scripts queued before the gateway gave up).
 //!
 //! Measured by `TIME` now and then: offset = Redis' time minus the midpoint of the

@@ -104,7 +104,7 @@ fn assert_order_id(id: &str, campaign: &str) {
     );
 }
 
-/// The ledger of SPEC §1 on one `/admin/campaigns` item.
+/// The ledger on one `/admin/campaigns` item.
 #[track_caller]
 fn assert_ledger(item: &serde_json::Value) {
     let n = |k: &str| item[k].as_i64().unwrap_or_else(|| panic!("no {k}: {item}"));

@@ -1,8 +1,8 @@
-//! The chaos suite (issue 11): real gateway processes, a real Redis and the test store
+//! The chaos suite: real gateway processes, a real Redis and the test store
 //! as the http order sink, a crowd buying and paying through faults — gateway SIGKILL,
 //! Redis SIGKILL and AOF restart, Redis frozen, store down, store slow, callbacks racing
 //! expiry, SIGTERM with an outbox backlog, a Sentinel failover with `replica_ack = 1` —
-//! then, once quiet, an audit of SPEC §1 over
+//! then, once quiet, an audit of docs/guarantees.md over
 //! everything recorded, and a report in `target/chaos/report.md`.
 //!
 //! `CHAOS_PROFILE=smoke` (default; CI) or `full`, `CHAOS_RUNS=n`: see

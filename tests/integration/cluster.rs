@@ -1,4 +1,4 @@
-//! `redis.cluster_urls` (SPEC §3): the gateway on a real three-primary Redis Cluster.
+//! `redis.cluster_urls`: the gateway on a real three-primary Redis Cluster.
 //! Campaigns are picked so their hash tags live on different nodes, and every path that
 //! touches Redis is driven across them: a flash crowd, pay → outbox → store, expiry,
 //! cancel, pause, stock adjustment, script loss on every node, and the admin views.

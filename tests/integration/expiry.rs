@@ -1,4 +1,4 @@
-//! Deadline expiry end to end (issue 3 §2): unpaid pre-orders close within about a second
+//! Deadline expiry end to end: unpaid pre-orders close within about a second
 //! of `pay_by`, their stock goes back exactly once — also with several instances sweeping
 //! the same Redis — and a payment callback racing the deadline ends in exactly one of
 //! paid or refund_required.
@@ -139,7 +139,7 @@ async fn expiry_returns_the_stock_and_the_user_may_buy_again() {
     );
 }
 
-/// SPEC §4: a user who "already holds a pending order for this item" and retries gets
+/// A user who "already holds a pending order for this item" and retries gets
 /// 200 with the existing order. After another user was told `sold-out`, the local
 /// sold-out flag (src/campaign.rs, 250 ms) answers 409 before Redis is asked, so the
 /// holder of the last unit is told the item is sold out instead.

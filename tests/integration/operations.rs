@@ -1,4 +1,4 @@
-//! Operating a running sale (SPEC §7): hot reload (admin API and SIGHUP), stock
+//! Operating a running sale: hot reload (admin API and SIGHUP), stock
 //! adjustment, pause/resume shared by every instance. Real Redis, real HTTP.
 
 use std::time::Duration;

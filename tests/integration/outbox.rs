@@ -1,4 +1,4 @@
-//! The durable outbox end to end (SPEC §6, issue 3 §3): a sink outage builds a backlog
+//! The durable outbox end to end: a sink outage builds a backlog
 //! that drains without loss or duplicates; entries that fail too often go to the
 //! dead-letter stream and come back with replay-dead; a gateway killed with SIGKILL while
 //! holding undelivered entries has them delivered by another instance.
@@ -343,7 +343,7 @@ async fn only_silent_consumers_holding_nothing_are_forgotten() {
     assert_eq!(gone, 0);
 }
 
-/// Forgetting consumers under churn never strands a paid order (SPEC §1.3): three
+/// Forgetting consumers under churn never strands a paid order: three
 /// instances with `claim_idle` 100 ms look for consumers to forget every 100 ms (and
 /// forget after 300 ms of silence) while orders are paid through all of them, the store
 /// flaps between failing and working (entries are held, retried, reclaimed across

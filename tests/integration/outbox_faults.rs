@@ -1,4 +1,4 @@
-//! The outbox against a store that misbehaves (issue 11, items 3–5): a store that hangs
+//! The outbox against a store that misbehaves: a store that hangs
 //! gets `orders.delivery_concurrency` deliveries at once, each bounded by
 //! `orders.sink_timeout` (not `upstream.timeout`), and everything is delivered once when
 //! it recovers; entries are retried by time and dead-lettered (metric + ERROR line) only

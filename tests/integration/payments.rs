@@ -1,4 +1,4 @@
-//! The payment callback end to end (SPEC §5, §6): real Redis, the gateway in-process, the
+//! The payment callback end to end: real Redis, the gateway in-process, the
 //! http sink posting to a `TestStore`. Every scenario ends with the ledger check, and
 //! "nothing new in the outbox" is checked on the stream itself (`entries-added`).
 
@@ -282,6 +282,10 @@ async fn malformed_unknown_and_mismatched_callbacks() {
             .to_string()
             .into(),
         serde_json::json!({"order_id": 7, "payment_id": pid, "amount_cents": PRICE, "status": "succeeded"})
+            .to_string()
+            .into(),
+        // An unknown member: the manual promises 400 for every body flashgate reads.
+        serde_json::json!({"order_id": id, "payment_id": pid, "amount_cents": PRICE, "status": "succeeded", "currency": "usd"})
             .to_string()
             .into(),
     ];

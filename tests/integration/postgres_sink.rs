@@ -1,4 +1,4 @@
-//! The `postgres` sink end to end (SPEC §6) against a real PostgreSQL: a paid order
+//! The `postgres` sink end to end against a real PostgreSQL: a paid order
 //! becomes one row of `flashgate_orders` with the documented columns, a refund event
 //! becomes a `refund_required` row, re-delivery is a no-op, and a PostgreSQL restart in
 //! the middle of a sale leaves a backlog in the outbox that drains once it is back.

@@ -174,7 +174,7 @@ async fn hop_by_hop_headers_are_dropped() {
     assert!(res.header("keep-alive").is_none());
 }
 
-/// SPEC §4: `/seckill/` and `/payments/` belong to flashgate. A path there that matches no
+/// `/seckill/` and `/payments/` belong to flashgate. A path there that matches no
 /// route is 404 and a known path with another method is 405 with `Allow` — never proxied
 /// (a guessed `POST …/cancel` answered 200 by the store would make a client believe it
 /// cancelled). Paths merely starting with the same letters are the store's.

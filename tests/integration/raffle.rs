@@ -1,4 +1,4 @@
-//! Fair admission end to end (SPEC §4.1): raffles and instant draws through real
+//! Fair admission end to end: raffles and instant draws through real
 //! gateways on a real `redis-server`, with real time (the draw runs on Redis' clock).
 //! Ranks and winners are recomputed here, independently, from the revealed seed.
 
@@ -531,7 +531,7 @@ async fn an_instant_draw_admits_exactly_the_tickets_below_the_threshold() {
     );
 }
 
-/// SPEC §1.7 under a crowd: 300 entrants on 20 units buy at once through two instances;
+/// Fair admission is exact under a crowd: 300 entrants on 20 units buy at once through two instances;
 /// exactly ranks 1-20 reserve, everyone else is `not-selected`, the ledger holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_a_crowd_only_the_selected_ranks_reserve() {

@@ -1,4 +1,4 @@
-//! Replication and failover (issue 11). `redis.replica_ack`: a payment callback is
+//! Replication and failover. `redis.replica_ack`: a payment callback is
 //! answered 200 only once `WAIT` says a replica has its writes; otherwise 503, and the
 //! provider's retry is answered once the replica caught up. `redis.sentinel`: the gateway
 //! follows the master three real sentinels name through a kill -9 failover, and with
@@ -90,7 +90,7 @@ struct Failover {
     /// Payments answered 200 that the promoted replica does not hold as paid.
     lost: Vec<String>,
     /// Orders at the store, before the provider retried, that the promoted replica held
-    /// as unpaid (SPEC §1.4: nothing unpaid reaches the sink).
+    /// as unpaid (nothing unpaid reaches the sink).
     unpaid_at_store: Vec<String>,
     store: TestStore,
     ids: Vec<String>,

@@ -8,7 +8,7 @@ use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Bound on one request answered while Redis is away (SPEC: 503 at once, never a hang).
+/// Bound on one request answered while Redis is away (503 at once, never a hang).
 const FAIL_FAST: Duration = Duration::from_secs(2);
 
 async fn start(cfg: &TestConfig) -> Gateway {
@@ -126,7 +126,7 @@ async fn a_dead_redis_opens_the_breaker_and_buys_fail_at_once_until_it_is_back()
     );
 }
 
-/// SPEC §1.5: a buy answered 503 reserved nothing — even when a frozen Redis wakes up
+/// A buy answered 503 reserved nothing — even when a frozen Redis wakes up
 /// and runs the reserve scripts that were queued before the gateway gave up. Each one
 /// carries a deadline Redis checks against its own clock, so a late script refuses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,7 +310,7 @@ async fn lose_the_reply(redis: &RedisServer, store: &TestStore) -> (Gateway, Red
     (gw, proxy)
 }
 
-/// SPEC §1.5: a buy answered 503 reserved nothing. Its call ran in Redis (the reply was
+/// A buy answered 503 reserved nothing. Its call ran in Redis (the reply was
 /// lost when the connection dropped); the gateway undoes it before its lane sends
 /// anything else, so the stock is back and the buyer's retry with the same key reserves
 /// afresh.
@@ -360,7 +360,7 @@ async fn a_lost_reservation_a_retry_was_shown_is_kept() {
     assert_eq!(stats["pending"].as_i64(), Some(3), "{stats}");
 }
 
-/// Up to two calls of one campaign are in flight, and SPEC §1.5 holds for both. While
+/// Up to two calls of one campaign are in flight, and a 503 reserves nothing for both. While
 /// Redis has run one call whose reply is held back, the next buyer's call goes at once;
 /// more buyers queue behind them. Then the connection drops with both replies: both
 /// buyers are answered 503 and both calls are undone, so each retry with the same

@@ -3,7 +3,7 @@
 // signatures, the admin ledger and its checks, and a compact text summary.
 //
 // Nothing here talks to Redis: everything is read through the public and admin HTTP APIs
-// of SPEC §4, §5 and §7, so the scripts work against any flashgate deployment.
+// of docs/api.md, so the scripts work against any flashgate deployment.
 
 import http from 'k6/http';
 import crypto from 'k6/crypto';
@@ -64,7 +64,7 @@ export function clientIp(n) {
   return `${10 + Math.floor(v / 16777216)}.${(v >> 16) & 255}.${(v >> 8) & 255}.${v & 255}`;
 }
 
-// === payments (SPEC §5) ===
+// === payments ===
 
 /** `Flashgate-Signature` for `body` at unix time `t`: HMAC-SHA256 hex over "<t>.<body>". */
 export function paymentSignature(secret, body, t) {
@@ -83,7 +83,7 @@ export function slugOf(res) {
   }
 }
 
-/** One name per buy outcome (SPEC §4), the key of the per-outcome counters. */
+/** One name per buy outcome, the key of the per-outcome counters. */
 export function buyOutcome(res) {
   switch (res.status) {
     case 201: return 'reserved_201';
@@ -107,7 +107,7 @@ export function retryAfter(res, max) {
   return Math.min(Math.max(Number.isNaN(v) ? 1 : v, 0.1), max);
 }
 
-// === the ledger (SPEC §1.1, §7) ===
+// === the ledger ===
 
 /** `GET /admin/campaigns` → { per_user_limit, items: { sku: stats } } of one campaign. */
 export function fetchLedger(adminUrl, token, campaign) {
@@ -134,7 +134,7 @@ export function ledgerBalances(i) {
   return i.initial + i.adjusted === i.remaining + i.pending + i.paid && i.remaining >= 0;
 }
 
-/** The invariant of SPEC §1.1 for every item: a list of { name, ok }. */
+/** No oversell, for every item (initial + adjusted = remaining + pending + paid): a list of { name, ok }. */
 export function ledgerChecks(ledger) {
   return Object.keys(ledger.items).sort().map((sku) => {
     const i = ledger.items[sku];

@@ -1,10 +1,10 @@
-//! The audit of a recorded [`Run`], once it is quiet: every invariant of SPEC §1 that a
+//! The audit of a recorded [`Run`], once it is quiet: every guarantee of docs/guarantees.md that a
 //! client, the store or Redis can see, checked over the whole run. It collects every
 //! violation (it never stops at the first) and returns them; an empty list is a pass.
 //!
 //! Refunds: the project has no refund stream of its own; a `refund_required` answer puts
 //! a refund event in the outbox, delivered to the store as `"status": "refund_required"`
-//! (SPEC §5–6). The audit counts those deliveries per order.
+//! (docs/api.md). The audit counts those deliveries per order.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -7,7 +7,7 @@
 //!
 //! A request that gets no answer (its gateway was killed) is repeated with the same key
 //! on another live gateway, so the client learns what happened to it; a buy answered
-//! 503 is retried with a NEW key: a 503 must have reserved nothing (SPEC §1.5), and a
+//! 503 is retried with a NEW key: a 503 must have reserved nothing, and a
 //! pre-order it left behind then stays one that no client was told about.
 
 use std::net::SocketAddr;

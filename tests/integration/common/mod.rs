@@ -59,7 +59,7 @@ pub fn bearer(user: &str) -> String {
     format!("Bearer {}", jwt(user))
 }
 
-/// A `Flashgate-Signature` value (SPEC §5): `t=<t>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+/// A `Flashgate-Signature` value: `t=<t>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 pub fn sign_callback(secret: &str, body: &[u8], t: i64) -> String {
     let mut mac = Hmac::new_from_slice(secret.as_bytes()).expect("any key length");
     mac.update(t.to_string().as_bytes());

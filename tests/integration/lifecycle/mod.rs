@@ -145,7 +145,7 @@ pub fn payment_id(order_id: &str) -> String {
     format!("pay_{}", order_id.split('.').next().unwrap_or(order_id))
 }
 
-/// A callback body as SPEC §5 gives it.
+/// A callback body as docs/api.md gives it.
 pub fn callback_body(order_id: &str, payment_id: &str, amount_cents: u64) -> Vec<u8> {
     serde_json::json!({
         "order_id": order_id,
@@ -279,7 +279,7 @@ pub fn item_stats(all: &Value, campaign: &str, sku: &str) -> Option<(Stats, bool
     Some((s, i["ledger_ok"] == true))
 }
 
-/// Reads an item's counters and asserts the ledger (SPEC §1.1):
+/// Reads an item's counters and asserts the ledger:
 /// `initial + adjusted = remaining + pending + paid`, nothing negative, `ledger_ok`.
 pub async fn ledger(api: &impl Api, campaign: &str, sku: &str) -> Stats {
     let res = admin_get(api, "/admin/campaigns").await;
@@ -366,7 +366,7 @@ pub async fn wait_metric(api: &impl Api, name: &str, labels: &[(&str, &str)], wa
 
 // === Redis, read directly ===
 
-/// Stream key names SPEC-adjacent tests rely on: `<prefix>:{<campaign>}:outbox|dead`.
+/// Stream key names tests rely on: `<prefix>:{<campaign>}:outbox|dead`.
 pub fn outbox_key(campaign: &str) -> String {
     format!("{PREFIX}:{{{campaign}}}:outbox")
 }
