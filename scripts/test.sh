@@ -3,8 +3,9 @@
 #
 # On a fresh Debian machine with only Rust it first installs what the tests need
 # (redis-server, redis-tools, PostgreSQL, chromium; curl, openssl, python3 and nodejs for
-# the manual's examples), then runs in order: rustfmt check, clippy with
-# -D warnings, the Dockerfile's release build, every test target (the unit tests, and the
+# the manual's examples), then runs in order: rustfmt check, clippy with -D warnings,
+# cargo machete and cargo deny (installed from crates.io when missing),
+# the Dockerfile's release build, every test target (the unit tests, and the
 # integration tests: one binary, tests/integration/main.rs), the doctests. Tests never
 # skip: a missing system dependency is installed here, or the test that needs it fails
 # loudly.
@@ -76,11 +77,40 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
+# cargo-deny (licenses, duplicate versions, sources, advisories) and cargo-machete (unused
+# dependencies) are built from crates.io when missing: no binary downloads on our machines.
+# They are tools, not the product: built without optimisation, which halves their build.
+install_tool() {
+  if ! cargo "$1" --version >/dev/null 2>&1; then
+    log "installing cargo-$1"
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=0 CARGO_PROFILE_RELEASE_DEBUG=false \
+      CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 \
+      cargo install --locked "cargo-$1"
+  fi
+}
+install_tool deny
+install_tool machete
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
 log "cargo clippy"
 cargo clippy --all-targets -- -D warnings
+
+log "cargo machete (unused dependencies)"
+cargo machete
+
+# Advisories come from the RustSec database on GitHub. Where only the package registries
+# are reachable (our CI machines), the rest is still checked and the line below says that
+# advisories were not.
+log "cargo deny check (licenses, bans, sources)"
+cargo deny --log-level error check licenses bans sources
+if timeout 10 git ls-remote -q https://github.com/rustsec/advisory-db HEAD >/dev/null 2>&1; then
+  log "cargo deny check advisories"
+  cargo deny --log-level error check advisories
+else
+  log "cargo deny check advisories: NOT RUN — the RustSec database (github.com) is unreachable from this machine"
+fi
 
 # The Dockerfile's build command, verified here: no Docker engine runs on our machines,
 # so CI runs the image's `RUN cargo build ...` line character for character. Keep the
