@@ -5,6 +5,10 @@
 -- then the decrement, the pre-order record and its deadline. Two buys of one user in a
 -- batch meet each other as two calls would (the second finds the first's pending order).
 --
+-- The gateway's side of this header is src/stock/reserve.rs: `ReserveCall::encode` writes
+-- KEYS and ARGV in this order, `ReserveReply::parse` reads these replies (and refuses any
+-- other shape).
+--
 -- Shared keys (one campaign, one Cluster slot):
 -- KEYS[1] <base>deadlines   KEYS[2] <base>paused   KEYS[3] <base>claims
 -- KEYS[4] <base>selection   KEYS[5] <base>admission KEYS[6] <base>entrants

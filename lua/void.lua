@@ -1,7 +1,9 @@
 -- void.lua — undo reservations whose buyers were answered 503 although their reserve
 -- call may have run (its reply was lost: the connection dropped, or it came after the
--- gateway gave up). A buy answered 503 reserved nothing (docs/guarantees.md). The gateway that
--- answered runs this before its campaign lane sends anything else.
+-- gateway gave up): a buy answered 503 reserved nothing (docs/guarantees.md). The
+-- gateway that answered runs this before its campaign lane sends anything else. Its
+-- binding (the order of KEYS and ARGV, the reply) is `VoidCall` / `VoidReply` in
+-- src/stock/reserve.rs.
 --
 -- An order is undone only while it is pending and nobody was told about it: reserve.lua
 -- marks an order `told` when it returns it to a retry (on any instance); such an order

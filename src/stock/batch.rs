@@ -11,9 +11,9 @@
 //!
 //! Each buy keeps its own checks and outcome (the script runs them one after another, as
 //! separate calls would). A failed call (timeout, Redis away) fails every buy of its batch
-//! with 503, and a buy answered 503 must have reserved nothing (docs/guarantees.md). Two guards make that true: each
-//! buy carries its own deadline, checked by the script against Redis' clock, so a call
-//! Redis runs after the gateway gave up refuses; and a call that may have run (its reply
+//! with 503, and a buy answered 503 must have reserved nothing (docs/guarantees.md). Two
+//! guards make that true: each buy carries its own deadline, checked by the script
+//! against Redis' clock, so a call Redis runs after the gateway gave up refuses; and a call that may have run (its reply
 //! lost with the connection, or late) is undone by `lua/void.lua` before the lane sends
 //! anything queued after its failure: its voids are queued before its buyers are
 //! answered, a driver takes them together with the next jobs, and while one driver
@@ -22,13 +22,15 @@
 //! its way) may meet those orders, as a retry on another instance may: `lua/reserve.lua`
 //! then marks an order it shows a buyer `told`, and the undo keeps it.
 
+use std::borrow::Borrow;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::sync::oneshot;
 
-use super::{CampaignKeys, Reply, Store, StoreError};
+use super::reserve::{Buy, ReserveReply, Void};
+use super::{CampaignKeys, Store, StoreError};
 
 /// Most buys in one call: about 2-3 ms of Redis time for a full batch.
 pub(crate) const MAX_BATCH: usize = 128;
@@ -39,51 +41,15 @@ const MAX_IN_FLIGHT: usize = 2;
 /// How often a lane with nothing to send retries undoing its voids while Redis is away.
 const VOID_RETRY: Duration = Duration::from_millis(250);
 
-/// A reservation whose buyer was answered 503 although its call may have run.
-pub(super) struct Void {
-    pub(super) order_key: String,
-    pub(super) order_id: String,
-    pub(super) idempotency_key: String,
-}
-
-/// One buy waiting for its batch: what `lua/reserve.lua` needs, owned.
+/// One buy waiting for its batch, and where its answer goes.
 pub(super) struct Job {
-    pub(super) item_key: String,
-    pub(super) user_key: String,
-    pub(super) holders_key: String,
-    pub(super) order_key: String,
-    /// The 13 per-buy values of the script but the deadline, which is set when the batch
-    /// is sent (`Store::reserve_batch`).
-    pub(super) args: JobArgs,
-    pub(super) reply: oneshot::Sender<Result<Reply, StoreError>>,
+    pub(super) buy: Buy,
+    pub(super) reply: oneshot::Sender<Result<ReserveReply, StoreError>>,
 }
 
-pub(super) struct JobArgs {
-    pub(super) sku: String,
-    pub(super) user: String,
-    pub(super) quantity: u32,
-    pub(super) per_user_limit: u32,
-    pub(super) order_id: String,
-    pub(super) payment_window_ms: u64,
-    pub(super) amount_cents: u64,
-    pub(super) idempotency_key: String,
-    pub(super) initial_stock: u64,
-    pub(super) holders_version: String,
-    pub(super) raffle_member: Option<Vec<u8>>,
-    /// The caller's clock at the buy (ms), and when the buy was queued: the deadline is
-    /// the caller's now at sending plus the command's own budget.
-    pub(super) now_ms: i64,
-    pub(super) queued: Instant,
-}
-
-impl Job {
-    /// What undoes the reservation this job may make.
-    fn void(&self) -> Void {
-        Void {
-            order_key: self.order_key.clone(),
-            order_id: self.args.order_id.clone(),
-            idempotency_key: self.args.idempotency_key.clone(),
-        }
+impl Borrow<Buy> for Job {
+    fn borrow(&self) -> &Buy {
+        &self.buy
     }
 }
 
@@ -220,17 +186,21 @@ async fn drive(store: Store, lane: Arc<Lane>) {
         match store.reserve_batch(&lane.keys, &jobs).await {
             Ok(replies) if replies.len() == jobs.len() => {
                 let mut gone = Vec::new();
-                for (job, reply) in jobs.into_iter().zip(replies) {
+                for (job, raw) in jobs.into_iter().zip(replies) {
+                    let reply = ReserveReply::parse(raw);
+                    if reply.is_err() {
+                        // A reply not understood may hide a reservation: its buyer gets
+                        // a 503, so undo it.
+                        gone.push(Void::of(&job.buy));
+                    }
                     // Its buyer gave up (answered 503) before this reply: undo it.
                     // (Fields moved, not cloned: nothing allocated on the common path.)
-                    if let Err(Ok(reply)) = job.reply.send(Ok(reply)) {
-                        if super::tag(&reply) == "reserved" {
-                            gone.push(Void {
-                                order_key: job.order_key,
-                                order_id: job.args.order_id,
-                                idempotency_key: job.args.idempotency_key,
-                            });
-                        }
+                    if let Err(Ok(ReserveReply::Reserved { .. })) = job.reply.send(reply) {
+                        gone.push(Void {
+                            order_key: job.buy.order_key,
+                            order_id: job.buy.order_id,
+                            idempotency_key: job.buy.idempotency_key,
+                        });
                     }
                 }
                 if !gone.is_empty() {
@@ -261,7 +231,7 @@ async fn drive(store: Store, lane: Arc<Lane>) {
 /// Queues the reservations `jobs` may have made for undoing before the lane's next call.
 fn undo_later(lane: &Lane, jobs: &[Job]) {
     let mut q = lane.queue.lock().unwrap_or_else(|e| e.into_inner());
-    q.voids.extend(jobs.iter().map(Job::void));
+    q.voids.extend(jobs.iter().map(|j| Void::of(&j.buy)));
 }
 
 /// Undoes `voids`, then lets the lane's other driver send again. While Redis cannot be
@@ -271,7 +241,7 @@ fn undo_later(lane: &Lane, jobs: &[Job]) {
 /// without this guard.
 async fn undo(store: &Store, lane: &Lane, voids: Vec<Void>) -> Result<(), StoreError> {
     let (kept, outcome) = match store.void_reservations(&lane.keys, &voids).await {
-        Ok((undone, kept)) => {
+        Ok(super::reserve::VoidReply { undone, kept }) => {
             if undone > 0 || kept > 0 {
                 tracing::warn!(
                     campaign = %lane.keys.campaign, undone, kept,
@@ -341,8 +311,9 @@ mod tests {
         );
     }
 
-    /// A buy answered 503 reserved nothing: what is queued after a failed call's voids (its buyers' retries) is never
-    /// sent before they are undone — not by the driver that takes them, nor by the other.
+    /// A buy answered 503 reserved nothing: what is queued after a failed call's voids (its
+    /// buyers' retries) is never sent before they are undone — not by the driver that
+    /// takes them, nor by the other.
     #[test]
     fn jobs_queued_after_voids_wait_for_their_undo_on_every_driver() {
         let mut q = Queue::default();

@@ -17,6 +17,8 @@ pub mod order;
 pub mod outbox;
 mod raffle;
 mod redis_clock;
+mod reply;
+mod reserve;
 mod scripts;
 mod sentinel;
 
@@ -32,6 +34,7 @@ pub use error::StoreError;
 pub use keys::{CampaignKeys, Holders};
 pub use order::{Order, OrderStatus};
 pub use raffle::{AdmissionCounts, DrawStep, EnterOutcome, EntryState, Pick, Selection};
+pub use reserve::{HoldersUpdate, ReserveOutcome, ReserveRequest};
 use scripts::Scripts;
 
 /// Dedicated connections kept for callbacks that WAIT for replicas.
@@ -39,58 +42,6 @@ const MAX_WAITING_CONNS: usize = 8;
 
 /// How long a closed (paid, expired, cancelled) order stays readable in Redis.
 pub const RETAIN_CLOSED: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// A buy, as the reserve script needs it.
-#[derive(Debug)]
-pub struct ReserveRequest<'a> {
-    pub keys: &'a CampaignKeys,
-    pub item_key: &'a str,
-    pub campaign: &'a str,
-    pub sku: &'a str,
-    pub user: &'a str,
-    pub quantity: u32,
-    pub per_user_limit: u32,
-    pub payment_window: Duration,
-    pub amount_cents: u64,
-    pub idempotency_key: Option<&'a str>,
-    pub initial_stock: u64,
-    /// The caller's holders snapshot version of this item (see `HoldersUpdate`).
-    pub holders_version: Option<i64>,
-    /// The caller's clock now (ms): the script's deadline is set from it.
-    pub now_ms: i64,
-    /// A raffle: the user's ranking member; only a selected entrant may reserve.
-    pub raffle_member: Option<&'a [u8]>,
-}
-
-/// What a sold-out reply says about the users holding a pending order of the item.
-#[derive(Debug, PartialEq, Eq)]
-pub enum HoldersUpdate {
-    /// The caller's snapshot is current (or the item is not wholly sold out).
-    Unchanged,
-    Fresh(Holders),
-    /// Too many to send inline: fetch them with `Store::holders`.
-    TooMany,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum ReserveOutcome {
-    Reserved(Order),
-    Existing(Order),
-    SoldOut {
-        remaining: i64,
-        holders: HoldersUpdate,
-    },
-    LimitReached {
-        held: i64,
-    },
-    IdempotencyKeyReused,
-    Paused,
-    /// The script ran after its deadline (the caller would have given up): nothing was
-    /// reserved, so a 503 is a definite answer.
-    TooLate,
-    /// A raffle, and the user holds no open claim: their state, for the refusal.
-    NotSelected(EntryState),
-}
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -184,18 +135,6 @@ fn tag(r: &Reply) -> &str {
 fn order_in(r: &Reply) -> Result<Order, StoreError> {
     Order::from_fields(&r[1..])
         .ok_or_else(|| StoreError::Protocol(format!("bad order fields: {r:?}")))
-}
-
-/// The holders part of a sold-out reply: `sold_out, remaining, hv [, "holders", users… | "many"]`.
-fn holders_in(r: &Reply) -> HoldersUpdate {
-    match r.get(3).and_then(|v| v.as_deref()) {
-        Some("holders") => HoldersUpdate::Fresh(Holders {
-            version: Some(int_at(r, 2)),
-            users: r[4..].iter().flatten().cloned().collect(),
-        }),
-        Some("many") => HoldersUpdate::TooMany,
-        _ => HoldersUpdate::Unchanged,
-    }
 }
 
 fn int_at(r: &Reply, i: usize) -> i64 {
@@ -342,142 +281,6 @@ impl Store {
                 Ok(pipe.query_async(&mut con).await?)
             })
             .await
-    }
-
-    /// The one Redis round trip of a buy: queued in its campaign's lane and sent with the
-    /// buys that arrive while the lane's calls are in flight (`batch.rs`).
-    pub async fn reserve(&self, r: &ReserveRequest<'_>) -> Result<ReserveOutcome, StoreError> {
-        let order_id = order::new_order_id(r.campaign);
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = batch::Job {
-            item_key: r.item_key.to_owned(),
-            user_key: r.keys.user(r.user),
-            holders_key: r.keys.holders(r.sku),
-            order_key: r.keys.order(&order_id),
-            args: batch::JobArgs {
-                sku: r.sku.to_owned(),
-                user: r.user.to_owned(),
-                quantity: r.quantity,
-                per_user_limit: r.per_user_limit,
-                order_id: order_id.clone(),
-                payment_window_ms: millis(r.payment_window),
-                amount_cents: r.amount_cents,
-                idempotency_key: r.idempotency_key.unwrap_or("").to_owned(),
-                initial_stock: r.initial_stock,
-                holders_version: r.holders_version.map_or(String::new(), |v| v.to_string()),
-                raffle_member: r.raffle_member.map(<[u8]>::to_vec),
-                now_ms: r.now_ms,
-                queued: std::time::Instant::now(),
-            },
-            reply,
-        };
-        self.batcher.submit(self, r.keys, job);
-        // The buyer waits `command_timeout` in all, queueing included. A batch that still
-        // reserves for it after that finds its answer gone and undoes the order.
-        let reply = tokio::time::timeout(self.conn.timeout(), answer)
-            .await
-            .map_err(|_| StoreError::Timeout)?
-            .map_err(|_| StoreError::Protocol("the reserve batch was dropped".into()))??;
-        Ok(match tag(&reply) {
-            "reserved" => {
-                let created_at = int_at(&reply, 1);
-                ReserveOutcome::Reserved(Order {
-                    order_id,
-                    campaign: r.campaign.to_owned(),
-                    sku: r.sku.to_owned(),
-                    user_id: r.user.to_owned(),
-                    quantity: r.quantity,
-                    amount_cents: r.amount_cents,
-                    status: OrderStatus::PendingPayment,
-                    created_at,
-                    pay_by: created_at.saturating_add(
-                        i64::try_from(millis(r.payment_window)).unwrap_or(i64::MAX),
-                    ),
-                    payment_id: None,
-                    paid_at: None,
-                })
-            }
-            "existing" => ReserveOutcome::Existing(order_in(&reply)?),
-            "sold_out" => ReserveOutcome::SoldOut {
-                remaining: int_at(&reply, 1),
-                holders: holders_in(&reply),
-            },
-            "limit" => ReserveOutcome::LimitReached {
-                held: int_at(&reply, 1),
-            },
-            "idem_mismatch" => ReserveOutcome::IdempotencyKeyReused,
-            "paused" => ReserveOutcome::Paused,
-            "late" => ReserveOutcome::TooLate,
-            "not_selected" => ReserveOutcome::NotSelected(EntryState::from_reply(&reply[1..])),
-            other => return Err(StoreError::Protocol(format!("reserve returned {other:?}"))),
-        })
-    }
-
-    /// One call of `lua/reserve.lua` for a batch of buys of one campaign; one reply each.
-    async fn reserve_batch(
-        &self,
-        keys: &CampaignKeys,
-        jobs: &[batch::Job],
-    ) -> Result<Vec<Reply>, StoreError> {
-        let mut inv = self.scripts.reserve.prepare_invoke();
-        inv.key(&keys.deadlines)
-            .key(&keys.paused)
-            .key(&keys.claims)
-            .key(&keys.selection)
-            .key(&keys.admission)
-            .key(&keys.entrants)
-            .key(&keys.ranking);
-        inv.arg(&keys.base).arg(&keys.campaign);
-        for j in jobs {
-            let a = &j.args;
-            inv.key(&j.item_key)
-                .key(&j.user_key)
-                .key(&j.holders_key)
-                .key(&j.order_key);
-            let now = a
-                .now_ms
-                .saturating_add(i64::try_from(a.queued.elapsed().as_millis()).unwrap_or(0));
-            inv.arg(&a.sku)
-                .arg(&a.user)
-                .arg(a.quantity)
-                .arg(a.per_user_limit)
-                .arg(&a.order_id)
-                .arg(a.payment_window_ms)
-                .arg(a.amount_cents)
-                .arg(&a.idempotency_key)
-                .arg(a.initial_stock)
-                .arg(&a.holders_version)
-                .arg(self.redis_clock.deadline(now, self.conn.timeout()));
-            match &a.raffle_member {
-                Some(member) => inv.arg("raffle").arg(&member[..]),
-                None => inv.arg("").arg(""),
-            };
-        }
-        // The buyers wait `command_timeout`, not the longer bound of other calls: a call
-        // still running then has passed its deadline in the script, or is undone.
-        self.run_within(self.conn.timeout(), inv).await
-    }
-
-    /// Undoes reservations whose buyers were answered 503 (`lua/void.lua`); returns how
-    /// many were undone and how many kept (seen by their buyer on a retry, or closed).
-    async fn void_reservations(
-        &self,
-        keys: &CampaignKeys,
-        voids: &[batch::Void],
-    ) -> Result<(u64, u64), StoreError> {
-        let mut inv = self.scripts.void.prepare_invoke();
-        inv.key(&keys.deadlines)
-            .key(&keys.claims)
-            .key(&keys.selection)
-            .key(&keys.admission);
-        inv.arg(&keys.base);
-        for v in voids {
-            inv.key(&v.order_key)
-                .arg(&v.order_id)
-                .arg(&v.idempotency_key);
-        }
-        // Buys of the lane wait behind this: the same bound as a reserve call.
-        self.run_within(self.conn.timeout(), inv).await
     }
 
     /// Loads an item's stock once; returns whether it was created now.

@@ -4,6 +4,7 @@
 
 use crate::draw::Seed;
 
+use super::reply::Fields;
 use super::{int_at, tag, CampaignKeys, Reply, Store, StoreError};
 
 /// Where a selected entrant stands.
@@ -57,26 +58,31 @@ pub struct EntryState {
     pub rank: Option<u64>,
 }
 
-fn opt_int(r: &[Option<String>], i: usize) -> Option<i64> {
-    r.get(i)
-        .and_then(|v| v.as_deref())
-        .and_then(|v| v.parse().ok())
-}
-
 impl EntryState {
-    pub(super) fn from_reply(r: &[Option<String>]) -> EntryState {
-        EntryState {
-            entered_at: opt_int(r, 0),
-            drawn_at: opt_int(r, 1),
-            next: opt_int(r, 2)
-                .and_then(|n| u64::try_from(n).ok())
-                .unwrap_or(0),
-            selection: r
-                .get(3)
-                .and_then(|v| v.as_deref())
-                .and_then(Selection::parse),
-            rank: opt_int(r, 4).and_then(|n| u64::try_from(n).ok()),
-        }
+    /// `entry_state`'s five fields (lua/lib.lua): entered at, drawn at (each ms or nil),
+    /// entrants considered, the selection record or nil, the rank or nil.
+    pub(super) fn read(f: &mut Fields) -> Result<EntryState, StoreError> {
+        let entered_at = f.opt_int()?;
+        let drawn_at = f.opt_int()?;
+        let next = f.count()?;
+        let selection = match f.next()? {
+            None => None,
+            Some(s) => Some(
+                Selection::parse(&s)
+                    .ok_or_else(|| f.bad(format_args!("the selection record {s:?}")))?,
+            ),
+        };
+        let rank = match f.opt_int()? {
+            None => None,
+            Some(n) => Some(u64::try_from(n).map_err(|_| f.bad(format_args!("rank {n}")))?),
+        };
+        Ok(EntryState {
+            entered_at,
+            drawn_at,
+            next,
+            selection,
+            rank,
+        })
     }
 }
 
@@ -223,8 +229,10 @@ impl Store {
             .key(&keys.selection)
             .arg(user)
             .arg(member);
-        let reply: Reply = self.run(inv).await?;
-        Ok(EntryState::from_reply(&reply))
+        let mut f = Fields::new("entry.lua", self.run(inv).await?);
+        let state = EntryState::read(&mut f)?;
+        f.end()?;
+        Ok(state)
     }
 
     /// Entrants per status, in one pipeline.

@@ -1,6 +1,7 @@
 //! The gateway's estimate of Redis' clock, so a reservation can carry a deadline that
-//! Redis itself checks (docs/guarantees.md: a buy answered 503 has reserved nothing, even when a
-//! frozen Redis wakes up and runs the scripts queued before the gateway gave up).
+//! Redis itself checks (docs/guarantees.md: a buy answered 503 has reserved nothing,
+//! even when a frozen Redis wakes up and runs the scripts queued before the gateway gave
+//! up).
 //!
 //! Measured by `TIME` now and then: offset = Redis' time minus the midpoint of the
 //! gateway's clock around the call; the half round trip is the estimate's uncertainty.
@@ -44,23 +45,23 @@ impl RedisClock {
         now_ms.saturating_add(self.offset_ms.load(Ordering::Relaxed))
     }
 
-    /// The deadline (Redis' clock, ms) for a script sent at the gateway's `now_ms`, or ""
-    /// before the first measurement (no check: Redis has not answered yet anyway).
+    /// The deadline (Redis' clock, ms) for a script sent at the gateway's `now_ms`, or
+    /// `None` before the first measurement (no check: Redis has not answered yet anyway).
     ///
     /// The connection gives up on a call after `command_timeout`. The script must start
     /// within half of it (less the estimate's uncertainty), which leaves its reply the
     /// other half to arrive: a script that runs is answered in time, and one whose caller
     /// was answered 503 never ran.
-    pub(crate) fn deadline(&self, now_ms: i64, command_timeout: Duration) -> String {
+    pub(crate) fn deadline(&self, now_ms: i64, command_timeout: Duration) -> Option<i64> {
         if !self.measured.load(Ordering::Relaxed) {
-            return String::new();
+            return None;
         }
         let budget = i64::try_from(millis(command_timeout / 2)).unwrap_or(i64::MAX);
         let deadline = now_ms
             .saturating_add(self.offset_ms.load(Ordering::Relaxed))
             .saturating_add(budget)
             .saturating_sub(self.uncertainty_ms.load(Ordering::Relaxed));
-        deadline.to_string()
+        Some(deadline)
     }
 }
 
@@ -71,14 +72,14 @@ mod tests {
     #[test]
     fn the_deadline_is_in_redis_time_less_the_uncertainty() {
         let c = RedisClock::default();
-        assert_eq!(c.deadline(1_000, Duration::from_millis(250)), "");
+        assert_eq!(c.deadline(1_000, Duration::from_millis(250)), None);
         // Redis runs 5 s ahead; the reading took 10 ms.
         c.record(1_000, 1_010, 6_005);
-        assert_eq!(c.deadline(2_000, Duration::from_millis(250)), "7120");
+        assert_eq!(c.deadline(2_000, Duration::from_millis(250)), Some(7120));
         // A slow reading does not replace a good one; a good one does.
         c.record(3_000, 3_400, 9_000);
-        assert_eq!(c.deadline(2_000, Duration::from_millis(250)), "7120");
+        assert_eq!(c.deadline(2_000, Duration::from_millis(250)), Some(7120));
         c.record(3_000, 3_002, 8_001);
-        assert_eq!(c.deadline(2_000, Duration::from_millis(250)), "7124");
+        assert_eq!(c.deadline(2_000, Duration::from_millis(250)), Some(7124));
     }
 }

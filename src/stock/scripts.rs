@@ -1,7 +1,8 @@
 //! The Lua scripts in `lua/`, embedded at build time. Each is prefixed with `lib.lua`
 //! (shared helpers) and invoked by SHA; redis-rs reloads a script on NOSCRIPT and retries.
+//! Also [`ScriptArgs`], where a binding writes a call's `KEYS` and `ARGV`.
 
-use redis::Script;
+use redis::{Script, ScriptInvocation, ToRedisArgs};
 
 macro_rules! script {
     ($file:literal) => {
@@ -67,5 +68,63 @@ impl Scripts {
             &self.heartbeat,
             &self.void,
         ]
+    }
+}
+
+/// Where a script binding writes a call's `KEYS` and `ARGV`: the `ScriptInvocation` sent
+/// to Redis (straight into its buffers: nothing is built twice on the hot path), or in
+/// tests a [`Recorded`] call whose values can be read back.
+pub(super) trait ScriptArgs {
+    fn key(&mut self, key: impl ToRedisArgs) -> &mut Self;
+    fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self;
+}
+
+impl ScriptArgs for ScriptInvocation<'_> {
+    fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
+        ScriptInvocation::key(self, key)
+    }
+
+    fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
+        ScriptInvocation::arg(self, arg)
+    }
+}
+
+/// A call's `KEYS` and `ARGV` as Redis would receive them (each value's bytes).
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(super) struct Recorded {
+    pub(super) keys: Vec<Vec<u8>>,
+    pub(super) args: Vec<Vec<u8>>,
+}
+
+#[cfg(test)]
+impl Recorded {
+    /// `ARGV` as text (lossy), for comparing in tests.
+    pub(super) fn args(&self) -> Vec<String> {
+        self.args
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
+    }
+
+    /// `KEYS` as text.
+    pub(super) fn keys(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+impl ScriptArgs for Recorded {
+    fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
+        self.keys.extend(key.to_redis_args());
+        self
+    }
+
+    fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
+        self.args.extend(arg.to_redis_args());
+        self
     }
 }
