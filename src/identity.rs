@@ -12,6 +12,7 @@ use http::HeaderMap;
 use ipnet::IpNet;
 use std::sync::Arc;
 
+use crate::clock::Clock;
 use crate::config::{ConfigError, IdentityConfig, IdentityMode, Secrets};
 use crate::identity::jwks::KeySet;
 
@@ -74,9 +75,14 @@ impl std::fmt::Debug for Identity {
 }
 
 impl Identity {
-    pub fn from_config(cfg: &IdentityConfig, secrets: &Secrets) -> Result<Identity, IdentityError> {
+    /// The identity `cfg` describes; tokens expire on `clock` (the sale's).
+    pub fn from_config(
+        cfg: &IdentityConfig,
+        secrets: &Secrets,
+        clock: &Clock,
+    ) -> Result<Identity, IdentityError> {
         let source = match cfg.mode {
-            IdentityMode::Jwt => Source::Jwt(Arc::new(jwt::Jwt::new(cfg, secrets)?)),
+            IdentityMode::Jwt => Source::Jwt(Arc::new(jwt::Jwt::new(cfg, secrets, clock)?)),
             IdentityMode::Header => {
                 let name = HeaderName::from_bytes(cfg.header.as_bytes())
                     .map_err(|_| IdentityError::BadHeaderName(cfg.header.clone()))?;

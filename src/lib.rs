@@ -66,4 +66,4 @@ pub mod stock;
 pub mod tls;
 
 pub use config::Config;
-pub use server::{run, start, Running};
+pub use server::{run, run_with_clock, start, start_with_clock, Running};

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
@@ -136,9 +136,9 @@ type Key = u64;
 
 /// All rate limiters of the gateway. Cheap to clone: one `Arc` inside.
 ///
-/// Generic over the governor clock so tests drive time with `FakeRelativeClock`;
-/// production code just writes `Limiters`.
-pub struct Limiters<C: Clock = DefaultClock> {
+/// Generic over the governor clock, as governor is; the gateway's is its own injected
+/// clock ([`crate::clock::Clock`]), so a test that moves it refills the buckets too.
+pub struct Limiters<C: Clock = crate::clock::Clock> {
     inner: Arc<Inner<C>>,
 }
 
@@ -165,14 +165,8 @@ struct Inner<C: Clock> {
     campaign_user: DashMap<String, Limiter<Key, C>>,
 }
 
-impl Limiters {
-    /// Limiters on the default (monotonic, quanta) clock.
-    pub fn new(global: &LimitsConfig) -> Self {
-        Limiters::with_clock(global, DefaultClock::default())
-    }
-}
-
 impl<C: Clock + Clone> Limiters<C> {
+    /// The limiters `global` describes, all reading `clock` (the sale's clock in the gateway).
     pub fn with_clock(global: &LimitsConfig, clock: C) -> Self {
         let inner = Inner {
             per_ip: global.per_ip.map(|s| Limiter::new(s, clock.clone())),
@@ -379,7 +373,7 @@ impl Drop for InflightGuard {
 mod tests {
     use super::*;
     use crate::config::HumanDuration;
-    use governor::clock::FakeRelativeClock;
+    use time::macros::datetime;
 
     fn spec(rate: u32, per_ms: u64, burst: u32) -> RateSpec {
         RateSpec {
@@ -397,8 +391,8 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn setup(global: LimitsConfig) -> (Limiters<FakeRelativeClock>, FakeRelativeClock) {
-        let clock = FakeRelativeClock::default();
+    fn setup(global: LimitsConfig) -> (Limiters, crate::clock::Clock) {
+        let clock = crate::clock::Clock::fake(datetime!(2026-11-11 00:00 UTC));
         (Limiters::with_clock(&global, clock.clone()), clock)
     }
 

@@ -2,7 +2,9 @@
 //! the sale (`core`) and its HTTP edge together and starts the sale's background work.
 //!
 //! `start` binds both listeners (port 0 works, for tests), spawns everything and returns
-//! the bound addresses; `run` is `start` + wait for a shutdown signal + drain.
+//! the bound addresses; `run` is `start` + wait for a shutdown signal + drain. Both run on
+//! the system clock; `start_with_clock` and `run_with_clock` take the one clock the whole
+//! gateway reads (a fake one in tests, moved instead of slept).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -72,7 +74,14 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
+/// Starts the gateway on the system clock.
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
+    start_with_clock(cfg, Clock::system()).await
+}
+
+/// Starts the gateway on `clock`: campaign windows, rate limits, token expiry, payment
+/// timestamps and the expiry sweep all read it.
+pub async fn start_with_clock(cfg: Config, clock: Clock) -> Result<Running, StartError> {
     let public = bind(cfg.server.listen).await?;
     let admin = bind(cfg.server.admin_listen).await?;
     let public_addr = public.local_addr().map_err(|source| StartError::Bind {
@@ -84,7 +93,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         source,
     })?;
 
-    let sale = Sale::from_config(&cfg, Clock::system()).await?;
+    let sale = Sale::from_config(&cfg, clock).await?;
     let edge = Arc::new(Edge::new(&cfg, sale.clone())?);
     let (shutdown, rx) = watch::channel(false);
     sale.connect().await;
@@ -126,7 +135,16 @@ pub async fn run(
     cfg: Config,
     signal: impl std::future::Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let running = start(cfg).await?;
+    run_with_clock(cfg, Clock::system(), signal).await
+}
+
+/// [`run`] on `clock`.
+pub async fn run_with_clock(
+    cfg: Config,
+    clock: Clock,
+    signal: impl std::future::Future<Output = ()>,
+) -> Result<(), StartError> {
+    let running = start_with_clock(cfg, clock).await?;
     let edge = running.edge.clone();
     let hup = tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())

@@ -96,7 +96,7 @@ impl Sale {
                 )?
                 .observing_batches(metrics.reserve_batch_size.clone()),
                 registry: Registry::new(&cfg.redis.key_prefix, &cfg.campaigns),
-                limiters: Limiters::new(&cfg.limits),
+                limiters: Limiters::with_clock(&cfg.limits, clock.clone()),
                 inflight: Inflight::new(cfg.server.max_inflight),
                 payments: SignatureVerifier::new(
                     cfg.secrets.payment_secret.as_deref(),

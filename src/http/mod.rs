@@ -65,7 +65,7 @@ impl Edge {
     pub fn new(cfg: &Config, sale: Sale) -> Result<Edge, EdgeError> {
         Ok(Edge {
             route_metrics: route::RouteMetrics::new(sale.metrics()),
-            identity: Identity::from_config(&cfg.identity, &cfg.secrets)?,
+            identity: Identity::from_config(&cfg.identity, &cfg.secrets, sale.clock())?,
             client_ip: ClientIp::new(&cfg.server.trusted_proxies),
             proxy: Proxy::new(&cfg.upstream)?.stripping_identity_header(&cfg.identity),
             admin_token: cfg.secrets.admin_token.clone(),

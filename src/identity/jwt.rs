@@ -5,6 +5,8 @@
 //! name it, so `none`, an HS256 token signed with a public key as its secret, or any
 //! other switch is refused before a key is chosen. `exp` and `sub` are required; `nbf`,
 //! and `iss` / `aud` when `identity.issuer` / `identity.audience` are set, are checked.
+//! `exp` and `nbf` are judged here on the sale's clock (jsonwebtoken would read the
+//! system's), so a verified token and a remembered one expire at the same instant.
 
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -13,18 +15,22 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 use super::token_cache::{self, TokenCache};
 use super::IdentityError;
+use crate::clock::Clock;
 use crate::config::{ConfigError, IdentityConfig, JwtAlgorithm, Secrets};
 use crate::identity::jwks::KeySet;
 
 /// Clock skew tolerated on `exp` / `nbf`, in seconds.
 const JWT_LEEWAY_SECS: u64 = 5;
 
-/// The claims we read; `exp` and the rest are checked by `jsonwebtoken` itself, `exp`
-/// is kept to bound how long a verified token is remembered.
+/// The claims we read; their presence, `iss` and `aud` are checked by `jsonwebtoken`
+/// itself. `exp` also bounds how long a verified token is remembered.
 #[derive(serde::Deserialize)]
 struct Claims {
     sub: String,
     exp: u64,
+    /// Any JSON: like jsonwebtoken, only a number is checked; anything else is ignored.
+    #[serde(default)]
+    nbf: Option<serde_json::Value>,
 }
 
 pub(super) struct Jwt {
@@ -34,6 +40,8 @@ pub(super) struct Jwt {
     validation: Validation,
     /// Tokens that verified, until their `exp`.
     verified: TokenCache,
+    /// The sale's clock: `exp` and `nbf` are judged on it.
+    clock: Clock,
 }
 
 enum Keys {
@@ -54,7 +62,11 @@ pub(super) fn algorithm(a: JwtAlgorithm) -> Algorithm {
 }
 
 impl Jwt {
-    pub(super) fn new(cfg: &IdentityConfig, secrets: &Secrets) -> Result<Jwt, IdentityError> {
+    pub(super) fn new(
+        cfg: &IdentityConfig,
+        secrets: &Secrets,
+        clock: &Clock,
+    ) -> Result<Jwt, IdentityError> {
         let alg = algorithm(cfg.jwt_algorithm);
         let keys = match cfg.jwt_algorithm {
             JwtAlgorithm::HS256 => {
@@ -82,7 +94,8 @@ impl Jwt {
             alg,
             keys,
             validation: validation(alg, cfg),
-            verified: TokenCache::new(JWT_LEEWAY_SECS),
+            verified: TokenCache::new(JWT_LEEWAY_SECS, clock.clone()),
+            clock: clock.clone(),
         })
     }
 
@@ -113,6 +126,7 @@ impl Jwt {
         let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map_err(|e| IdentityError::Invalid(reason(token, e.kind())))?
             .claims;
+        in_force(&claims, self.clock.now_secs())?;
         self.verified.insert(cache_key, &claims.sub, claims.exp);
         Ok(claims.sub)
     }
@@ -141,15 +155,40 @@ impl Jwt {
     }
 }
 
-/// Exactly `alg`, `exp` and `sub` required, `nbf` honoured when present, `iss` / `aud`
-/// when configured. Without `identity.audience`, `aud` is not checked: the store's
-/// tokens are accepted as issued.
+/// Whether a verified token is in force at `now` (unix seconds): not past `exp`, not
+/// before a numeric `nbf`, each give or take the leeway — jsonwebtoken's own rule, on
+/// the sale's clock.
+fn in_force(claims: &Claims, now: u64) -> Result<(), IdentityError> {
+    if now > claims.exp.saturating_add(JWT_LEEWAY_SECS) {
+        return Err(IdentityError::Invalid("token expired"));
+    }
+    let nbf = claims.nbf.as_ref().and_then(numeric_secs);
+    if nbf.is_some_and(|nbf| nbf > now.saturating_add(JWT_LEEWAY_SECS)) {
+        return Err(IdentityError::Invalid("token not yet valid"));
+    }
+    Ok(())
+}
+
+/// A claim's seconds as jsonwebtoken reads them: a non-negative integer, or a finite
+/// non-negative number rounded; anything else is no time at all.
+fn numeric_secs(v: &serde_json::Value) -> Option<u64> {
+    v.as_u64().or_else(|| {
+        let f = v.as_f64().filter(|f| f.is_finite() && *f >= 0.0)?;
+        // In range (checked) and rounded: the cast neither wraps nor drops a sign.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let secs = (f < u64::MAX as f64).then(|| f.round() as u64);
+        secs
+    })
+}
+
+/// Exactly `alg`, `exp` and `sub` required, `iss` / `aud` when configured (`exp` and
+/// `nbf` are judged by [`in_force`]). Without `identity.audience`, `aud` is not
+/// checked: the store's tokens are accepted as issued.
 fn validation(alg: Algorithm, cfg: &IdentityConfig) -> Validation {
     let mut v = Validation::new(alg);
     let mut required = vec!["exp", "sub"];
-    v.leeway = JWT_LEEWAY_SECS;
-    v.validate_exp = true;
-    v.validate_nbf = true;
+    v.validate_exp = false;
+    v.validate_nbf = false;
     v.validate_aud = false;
     if let Some(iss) = &cfg.issuer {
         v.set_issuer(&[iss]);
@@ -167,8 +206,6 @@ fn validation(alg: Algorithm, cfg: &IdentityConfig) -> Validation {
 fn reason(token: &str, kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
     use jsonwebtoken::errors::ErrorKind as K;
     match kind {
-        K::ExpiredSignature => "token expired",
-        K::ImmatureSignature => "token not yet valid",
         K::InvalidSignature => "bad token signature",
         K::InvalidAlgorithm | K::InvalidAlgorithmName => "token algorithm not accepted",
         K::InvalidIssuer => "token issuer not accepted",

@@ -9,17 +9,21 @@ use crate::identity::X_FORWARDED_FOR;
 const SECRET: &str = "test-secret-0123456789";
 
 fn jwt_identity() -> Identity {
+    jwt_identity_on(&Clock::system())
+}
+
+fn jwt_identity_on(clock: &Clock) -> Identity {
     let cfg = IdentityConfig::new(IdentityMode::Jwt);
     let secrets = Secrets {
         jwt_secret: Some(SECRET.into()),
         ..Secrets::default()
     };
-    Identity::from_config(&cfg, &secrets).unwrap()
+    Identity::from_config(&cfg, &secrets, clock).unwrap()
 }
 
 fn header_identity() -> Identity {
     let cfg = IdentityConfig::new(IdentityMode::Header);
-    Identity::from_config(&cfg, &Secrets::default()).unwrap()
+    Identity::from_config(&cfg, &Secrets::default(), &Clock::system()).unwrap()
 }
 
 fn now() -> u64 {
@@ -47,7 +51,7 @@ fn bearer(t: &str) -> HeaderMap {
 #[test]
 fn jwt_mode_needs_a_secret() {
     let cfg = IdentityConfig::new(IdentityMode::Jwt);
-    let err = Identity::from_config(&cfg, &Secrets::default()).unwrap_err();
+    let err = Identity::from_config(&cfg, &Secrets::default(), &Clock::system()).unwrap_err();
     assert_eq!(err, IdentityError::MissingSecret);
 }
 
@@ -156,6 +160,51 @@ fn a_refused_token_is_refused_for_its_own_reason() {
     );
     assert_eq!(why(&none), "token algorithm not accepted");
     assert_eq!(why("not.a.jwt"), "malformed token");
+}
+
+#[test]
+fn exp_and_nbf_follow_the_injected_clock() {
+    let clock = Clock::fake(time::macros::datetime!(2026-11-11 00:00 UTC));
+    let id = jwt_identity_on(&clock);
+    let now = clock.now_secs();
+    let live = token(
+        Algorithm::HS256,
+        SECRET,
+        serde_json::json!({"sub": "u", "exp": now + 60}),
+    );
+    let early = token(
+        Algorithm::HS256,
+        SECRET,
+        serde_json::json!({"sub": "e", "exp": now + 600, "nbf": now + 30}),
+    );
+    let detail = |t: &str| match id.user_id(&bearer(t), true) {
+        Err(IdentityError::Invalid(why)) => why,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert_eq!(id.user_id(&bearer(&live), true).unwrap(), "u"); // verified, then remembered
+    assert_eq!(detail(&early), "token not yet valid");
+    // Within the 5 s leeway either way, then beyond it: the remembered token expires too.
+    clock.advance(std::time::Duration::from_secs(65));
+    assert_eq!(id.user_id(&bearer(&live), true).unwrap(), "u");
+    assert_eq!(id.user_id(&bearer(&early), true).unwrap(), "e");
+    clock.advance(std::time::Duration::from_secs(1));
+    assert_eq!(detail(&live), "token expired");
+    // A token the system clock calls expired is in force on a clock set back.
+    let old = token(
+        Algorithm::HS256,
+        SECRET,
+        serde_json::json!({"sub": "o", "exp": now + 30}),
+    );
+    assert_eq!(detail(&old), "token expired");
+    clock.set(time::macros::datetime!(2026-11-11 00:00 UTC));
+    assert_eq!(id.user_id(&bearer(&old), true).unwrap(), "o");
+    // A non-numeric `nbf` is no time, as jsonwebtoken reads it.
+    let odd = token(
+        Algorithm::HS256,
+        SECRET,
+        serde_json::json!({"sub": "n", "exp": now + 60, "nbf": "soon"}),
+    );
+    assert_eq!(id.user_id(&bearer(&odd), true).unwrap(), "n");
 }
 
 #[test]
