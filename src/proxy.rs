@@ -55,6 +55,8 @@ use hyper::body::Body;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{IdentityConfig, IdentityMode, UpstreamConfig};
 use crate::identity::Origin;
@@ -135,6 +137,10 @@ struct Inner {
     idle_timeout: Duration,
     /// The `identity.mode = "header"` user header, removed from untrusted peers' requests.
     identity_header: Option<HeaderName>,
+    /// The tunnels' tasks: they outlive the connection that asked for them, so the
+    /// proxy owns them, and [`Proxy::close_tunnels`] ends them through `closing`.
+    tunnels: TaskTracker,
+    closing: CancellationToken,
 }
 
 // === impl Proxy ===
@@ -192,8 +198,18 @@ impl Proxy {
                 timeout: cfg.timeout.0,
                 idle_timeout: cfg.idle_timeout.0,
                 identity_header: None,
+                tunnels: TaskTracker::new(),
+                closing: CancellationToken::new(),
             }),
         })
+    }
+
+    /// Closes every tunnel (both of its connections) and waits until their tasks are
+    /// gone. Tunnels that open afterwards close at once.
+    pub async fn close_tunnels(&self) {
+        self.inner.closing.cancel();
+        self.inner.tunnels.close();
+        self.inner.tunnels.wait().await;
     }
 
     /// In `identity.mode = "header"`, the user header is removed from what untrusted
@@ -259,7 +275,7 @@ impl Proxy {
                 if let Some(protocol) = granted {
                     keep_upgrade(&mut head.headers, protocol);
                 }
-                client_side.tunnel_to(store_side, self.inner.idle_timeout, request_id);
+                client_side.tunnel_to(store_side, &self.inner, request_id);
                 let empty = Empty::new().map_err(|never| match never {}).boxed();
                 Ok(Response::from_parts(head, empty))
             }
@@ -325,27 +341,37 @@ impl Upgrade {
     /// Joins the client's connection and the store's into one tunnel, in the background:
     /// both upgrades complete only after the 101 has been written to the client.
     ///
-    /// The tunnel ends when either side closes, or when no byte moved either way for
-    /// `idle`; both connections are dropped (closed) then.
-    fn tunnel_to(self, store: hyper::upgrade::OnUpgrade, idle: Duration, request_id: Option<&str>) {
+    /// The tunnel ends when either side closes, when no byte moved either way for
+    /// `upstream.idle_timeout`, or when the proxy closes its tunnels; both connections
+    /// are dropped (closed) then.
+    fn tunnel_to(self, store: hyper::upgrade::OnUpgrade, proxy: &Inner, request_id: Option<&str>) {
         let client = self.on;
         let request_id = request_id.map(str::to_owned);
-        tokio::spawn(async move {
-            match tokio::try_join!(client, store) {
-                Ok((client, store)) => {
-                    let exchange = Exchange::new();
-                    let mut client = TunnelSide::new(TokioIo::new(client), exchange.clone());
-                    let mut store = TunnelSide::new(TokioIo::new(store), exchange.clone());
-                    tokio::select! {
-                        copied = tokio::io::copy_bidirectional(&mut client, &mut store) => {
-                            tracing::debug!(?copied, request_id, "upgraded connection closed");
-                        }
-                        _ = exchange.idle_for(idle) => {
-                            tracing::info!(?idle, request_id, "upgraded connection idle too long; closed");
+        let (idle, closing) = (proxy.idle_timeout, proxy.closing.clone());
+        proxy.tunnels.spawn(async move {
+            let tunnel = async {
+                match tokio::try_join!(client, store) {
+                    Ok((client, store)) => {
+                        let exchange = Exchange::new();
+                        let mut client = TunnelSide::new(TokioIo::new(client), exchange.clone());
+                        let mut store = TunnelSide::new(TokioIo::new(store), exchange.clone());
+                        tokio::select! {
+                            copied = tokio::io::copy_bidirectional(&mut client, &mut store) => {
+                                tracing::debug!(?copied, request_id, "upgraded connection closed");
+                            }
+                            _ = exchange.idle_for(idle) => {
+                                tracing::info!(?idle, request_id, "upgraded connection idle too long; closed");
+                            }
                         }
                     }
+                    Err(e) => tracing::warn!(error = %e, request_id, "upgrade failed"),
                 }
-                Err(e) => tracing::warn!(error = %e, request_id, "upgrade failed"),
+            };
+            tokio::select! {
+                _ = tunnel => {}
+                _ = closing.cancelled() => {
+                    tracing::debug!(request_id, "upgraded connection closed on shutdown");
+                }
             }
         });
     }

@@ -16,7 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::clock::Clock;
 use crate::core::{Sale, SetupError};
@@ -49,16 +49,21 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight requests finish under the grace period, stops the
-    /// background tasks.
+    /// Stops accepting, lets in-flight requests finish under the grace period (then
+    /// closes the connections left), closes upgraded connections, stops the background
+    /// tasks and waits for the sale's short-lived ones: once it returns, no task of this
+    /// gateway is left running.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for h in self.listeners {
             let _ = h.await;
         }
+        // A tunnel is no request in flight: nothing to finish, so closed once those are.
+        self.edge.close_tunnels().await;
         for h in self.background {
             let _ = h.await;
         }
+        self.sale.finish_tasks().await;
     }
 }
 
@@ -160,6 +165,7 @@ pub async fn run_with_clock(
     signal.await;
     tracing::info!("shutting down: draining in-flight requests");
     hup.abort();
+    let _ = hup.await;
     running.shutdown().await;
     Ok(())
 }
@@ -175,6 +181,8 @@ async fn accept(
     // hyper-util's GracefulShutdown cannot watch a connection with upgrades; this is the
     // same mechanism: a receiver per connection task, a send to start the drain.
     let (drain, _) = watch::channel(());
+    // Every connection's task, so the drain can wait for them and end those left.
+    let mut connections = JoinSet::new();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -191,6 +199,8 @@ async fn accept(
                     continue;
                 }
             },
+            // Reaps finished connections, so the set holds only the open ones.
+            Some(_) = connections.join_next() => continue,
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
@@ -214,7 +224,7 @@ async fn accept(
             .serve_connection(TokioIo::new(stream), svc)
             .with_upgrades();
         let mut draining = drain.subscribe();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => return,
@@ -227,13 +237,13 @@ async fn accept(
                 _ = conn => {}
                 _ = close.fired() => {}
             }
-            drop(draining);
         });
     }
     drop(listener);
-    // Every connection task holds a receiver: once all are gone, the drain is complete.
     let _ = drain.send(());
-    if tokio::time::timeout(grace, drain.closed()).await.is_err() {
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(?grace, "grace period over; closing remaining connections");
+        connections.shutdown().await;
     }
 }

@@ -2,6 +2,8 @@
 //! bootstrap (scripts + stock once Redis answers), refresh (the public `remaining`, the
 //! pause switch and the gauges, once a second), the expiry sweeper, the outbox consumer
 //! and its heartbeat, fair admission's draws and the rate limiters' garbage collection.
+//! The short-lived tasks a buy starts are the sale's too: [`Sale::finish_tasks`] waits
+//! for them.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -63,6 +65,14 @@ impl Sale {
             tokio::spawn(heartbeat),
             i.limiters.spawn_gc(LIMITER_GC, shutdown.clone()),
         ]
+    }
+
+    /// Waits for the short-lived tasks requests started (a sold-out flag being armed:
+    /// one bounded Redis call). Call once no request can start more: the listeners are
+    /// drained.
+    pub async fn finish_tasks(&self) {
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
     }
 
     async fn load_scripts_and_stock(&self) -> bool {

@@ -151,7 +151,8 @@ impl Sale {
             return;
         }
         let (sale, c, sku) = (self.clone(), c.clone(), item.sku.clone());
-        tokio::spawn(async move {
+        // Owned by the sale: shutdown waits for it (`Sale::finish_tasks`).
+        self.inner.tasks.spawn(async move {
             let Some(item) = c.item(&sku) else { return };
             let i = &*sale.inner;
             match i

@@ -72,6 +72,9 @@ struct Inner {
     campaigns_dir: PathBuf,
     /// Set once the campaigns' stock is in Redis (`/readyz` waits for it).
     stock_loaded: AtomicBool,
+    /// Short-lived tasks a request starts and does not wait for (arming a sold-out
+    /// flag): shutdown waits for them, see `Sale::finish_tasks`.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl Sale {
@@ -106,6 +109,7 @@ impl Sale {
                 orders: cfg.orders.clone(),
                 campaigns_dir: cfg.campaigns_dir.clone(),
                 stock_loaded: AtomicBool::new(false),
+                tasks: tokio_util::task::TaskTracker::new(),
                 metrics,
                 clock,
             }),

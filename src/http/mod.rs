@@ -99,6 +99,12 @@ impl Edge {
         }
     }
 
+    /// Closes the proxied connections upgraded to tunnels (WebSocket) and waits until
+    /// their tasks are gone (on shutdown, once the listeners are drained).
+    pub async fn close_tunnels(&self) {
+        self.proxy.close_tunnels().await;
+    }
+
     /// Re-reads the campaign files and the JWT public keys; a bad file changes nothing.
     pub async fn reload(&self) -> Result<crate::core::Reloaded, SaleError> {
         let keys = self.identity.read_keys()?;

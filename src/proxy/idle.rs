@@ -110,6 +110,8 @@ impl Exchange {
         let (done, mut finished) = oneshot::channel::<()>();
         let exchange = self.clone();
         let request_id = request_id.map(str::to_owned);
+        // Detached: it ends with the body it watches (`done`), which the connection's
+        // task owns, so it never outlives that task by more than a wake-up.
         tokio::spawn(async move {
             tokio::select! {
                 // Sent or dropped: the body is done either way.

@@ -204,6 +204,7 @@ impl PostgresSink {
         let (client, connection) = tokio_postgres::connect(&self.url, self.tls.clone())
             .await
             .map_err(|e| SinkError::Unreachable(e.to_string()))?;
+        // Owned by `Conn`: its drop aborts the task.
         let task = tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "postgres sink connection closed");

@@ -34,6 +34,7 @@ mod proxy_e2e;
 mod raffle;
 mod replica_ack;
 mod resilience;
+mod shutdown;
 mod status_page;
 mod tls_backends;
 mod tls_store;
