@@ -7,18 +7,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
+use flashgate::clock::Clock;
+use time::OffsetDateTime;
 use tokio::sync::Barrier;
 
 /// A started gateway with its Redis and store; dropped together at the end of a test.
 struct Env {
     gw: Gateway,
     /// Kept alive: the gateway re-reads the campaign files from its directory.
-    cfg: TestConfig,
+    _cfg: TestConfig,
     _store: TestStore,
     redis: RedisServer,
 }
 
 async fn env_with(campaigns: Vec<CampaignSpec>, tweak: impl FnOnce(&mut TestConfig)) -> Env {
+    env_on(Clock::system(), campaigns, tweak).await
+}
+
+/// [`env_with`], the gateway on `clock`.
+async fn env_on(
+    clock: Clock,
+    campaigns: Vec<CampaignSpec>,
+    tweak: impl FnOnce(&mut TestConfig),
+) -> Env {
     let redis = RedisServer::start();
     let store = TestStore::start().await;
     let mut cfg = TestConfig::new(&redis.url(), &store.url());
@@ -26,11 +37,11 @@ async fn env_with(campaigns: Vec<CampaignSpec>, tweak: impl FnOnce(&mut TestConf
         cfg.campaign(c);
     }
     tweak(&mut cfg);
-    let gw = Gateway::start(cfg.load()).await;
+    let gw = Gateway::start_with_clock(cfg.load(), clock).await;
     gw.wait_ready().await;
     Env {
         gw,
-        cfg,
+        _cfg: cfg,
         _store: store,
         redis,
     }
@@ -599,51 +610,48 @@ async fn after_a_sell_out_the_local_flag_spares_redis() {
 
 // === windows and lookups ===
 
+/// Time is the subject here: the gateway runs on a fake clock the test moves, from
+/// before a campaign opens to after it ends, without waiting.
 #[tokio::test]
 async fn campaign_windows_not_started_ended_and_opening() {
-    let e = env(vec![
-        CampaignSpec::new("later")
-            .starting_in(Duration::from_secs(120))
-            .item("a", 5, 100),
-        CampaignSpec::new("past")
-            .ended_ago(Duration::from_secs(60))
-            .item("a", 5, 100),
-    ])
+    // Whole seconds: the campaign file and the fake clock both hold the instants exactly.
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let clock = Clock::fake(now);
+    let secs = |n: u64| Duration::from_secs(n);
+    let hour = secs(3600);
+    let e = env_on(
+        clock.clone(),
+        vec![
+            CampaignSpec::new("later")
+                .window(now + secs(120), now + secs(120) + hour)
+                .item("a", 5, 100),
+            CampaignSpec::new("past")
+                .window(now - secs(60) - hour, now - secs(60))
+                .item("a", 5, 100),
+            CampaignSpec::new("soon")
+                .window(now + secs(2), now + secs(2) + hour)
+                .item("a", 5, 100),
+        ],
+        |_| {},
+    )
     .await;
     let gw = &e.gw;
+    let retry_after =
+        |res: &TestResponse| -> u64 { res.header("retry-after").unwrap().parse().unwrap() };
 
     let res = buy(gw, "henry", "later", "a").await;
     assert_problem(&res, 403, "not-started");
-    let retry: u64 = res.header("retry-after").unwrap().parse().unwrap();
-    assert!((110..=121).contains(&retry), "Retry-After {retry}");
-
+    assert_eq!(retry_after(&res), 120);
     assert_problem(&buy(gw, "henry", "past", "a").await, 410, "ended");
 
-    // Time is the subject here: a campaign opens at its start. It is added by a reload
-    // now, so the time the setup took does not eat into its 1.5 s.
-    let opens_in = Duration::from_millis(1500);
-    let opens_at = std::time::Instant::now() + opens_in;
-    e.cfg.write_campaign(
-        &CampaignSpec::new("soon")
-            .starting_in(opens_in)
-            .item("a", 5, 100),
-    );
-    let admin = format!("Bearer {ADMIN_TOKEN}");
-    let res = send(
-        "POST",
-        &gw.admin_url("/admin/reload"),
-        &[("authorization", &admin)],
-        None,
-    )
-    .await;
-    assert_eq!(res.status, 200, "{}", res.text());
+    // Half a second before the start: still closed, and due in a second (rounded up).
+    clock.advance(Duration::from_millis(1500));
     let res = buy(gw, "henry", "soon", "a").await;
     assert_problem(&res, 403, "not-started");
-    let retry: u64 = res.header("retry-after").unwrap().parse().unwrap();
-    assert!((1..=2).contains(&retry), "Retry-After {retry}");
-    tokio::time::sleep_until((opens_at + Duration::from_millis(100)).into()).await;
+    assert_eq!(retry_after(&res), 1);
+    clock.advance(Duration::from_millis(500));
     let res = buy(gw, "henry", "soon", "a").await;
-    assert_eq!(res.status, 201, "{}", res.text());
+    assert_eq!(res.status, 201, "open at its start: {}", res.text());
 
     for id in ["later", "past"] {
         let item = gw.item_stats(id, "a").await;
@@ -652,12 +660,19 @@ async fn campaign_windows_not_started_ended_and_opening() {
             (Some(5), Some(0))
         );
     }
-    let states = futures_util::future::join_all(["later", "past", "soon"].map(|id| async move {
-        let url = gw.url(&format!("/seckill/campaigns/{id}"));
-        send("GET", &url, &[], None).await.json()["state"].clone()
-    }))
-    .await;
-    assert_eq!(states, ["not_started", "ended", "open"]);
+    let states = || {
+        futures_util::future::join_all(["later", "past", "soon"].map(|id| async move {
+            let url = gw.url(&format!("/seckill/campaigns/{id}"));
+            send("GET", &url, &[], None).await.json()["state"].clone()
+        }))
+    };
+    assert_eq!(states().await, ["not_started", "ended", "open"]);
+
+    // An hour on, "soon" is at its end (ended) and "later" is open.
+    clock.advance(hour);
+    assert_problem(&buy(gw, "ida", "soon", "a").await, 410, "ended");
+    assert_eq!(buy(gw, "ida", "later", "a").await.status, 201);
+    assert_eq!(states().await, ["open", "ended", "ended"]);
 }
 
 #[tokio::test]

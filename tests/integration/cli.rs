@@ -35,14 +35,11 @@ fn run(mut cmd: Command) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn flashgate");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("flashgate {:?} did not exit within 20s", cmd.get_args());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_or_kill(&mut child, Duration::from_secs(20)),
+        "flashgate {:?} did not exit within 20s",
+        cmd.get_args()
+    );
     child.wait_with_output().expect("output")
 }
 
@@ -329,14 +326,15 @@ async fn serve_runs_the_gateway_and_drains_on_sigterm() {
     let pid = child.0.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no exit within 15s of SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = eventually(
+        "an exit within 15s of SIGTERM",
+        Duration::from_secs(15),
+        || {
+            let exited = child.0.try_wait().unwrap();
+            async move { exited }
+        },
+    )
+    .await;
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
 

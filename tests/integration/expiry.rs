@@ -340,14 +340,15 @@ async fn concurrent_sweepers_never_return_stock_twice() {
 }
 
 /// Deadlines that pass while no gateway runs are swept by the next one to start; the
-/// restart neither re-adds stock nor returns it twice.
+/// restart neither re-adds stock nor returns it twice. The next gateway's clock is set
+/// past the deadlines: ten minutes pass without waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadlines_passed_while_no_gateway_ran_expire_at_the_next_start() {
     const C: &str = "offline";
     const N: usize = 5;
     let mut s = Setup::new(
         CampaignSpec::new(C)
-            .payment_window("1s")
+            .payment_window("10m")
             .item(SKU, 10, PRICE),
     )
     .await;
@@ -359,8 +360,12 @@ async fn deadlines_passed_while_no_gateway_ran_expire_at_the_next_start() {
     gw.running.shutdown().await;
 
     // Every deadline passes with no gateway running.
-    sleep_until_ms(last_deadline + 200).await;
-    let gw = start(&s.cfg).await;
+    let after = time::OffsetDateTime::from_unix_timestamp_nanos(
+        i128::from(last_deadline + 200) * 1_000_000,
+    )
+    .unwrap();
+    let gw = Gateway::start_with_clock(s.cfg.load(), flashgate::clock::Clock::fake(after)).await;
+    wait_ready(&gw).await;
     eventually("the overdue pre-orders to expire", WAIT, || async {
         (ledger(&gw, C, SKU).await.pending == 0).then_some(())
     })

@@ -338,22 +338,20 @@ fn sighup_reloads_the_real_binary() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = format!("http://127.0.0.1:{admin_port}/admin/campaigns");
     let auth = admin_auth().1;
-    let count = |rt: &tokio::runtime::Runtime| {
-        rt.block_on(async {
-            match try_send("GET", &url, &[("authorization", &auth)], None).await {
-                Ok(r) if r.status == 200 => r.json()["campaigns"].as_array().map(|a| a.len()),
-                _ => None,
-            }
-        })
+    let count = || async {
+        match try_send("GET", &url, &[("authorization", &auth)], None).await {
+            Ok(r) if r.status == 200 => r.json()["campaigns"].as_array().map(|a| a.len()),
+            _ => None,
+        }
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while count(&rt) != Some(1) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "gateway did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    rt.block_on(eventually(
+        "the gateway up",
+        Duration::from_secs(10),
+        || {
+            let n = count();
+            async move { (n.await == Some(1)).then_some(()) }
+        },
+    ));
     cfg.write_campaign(&CampaignSpec::new("second").item("b", 1, 1));
     let pid = child.id().to_string();
     assert!(std::process::Command::new("kill")
@@ -361,14 +359,14 @@ fn sighup_reloads_the_real_binary() {
         .status()
         .unwrap()
         .success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while count(&rt) != Some(2) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "SIGHUP did not reload the campaigns"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    rt.block_on(eventually(
+        "the campaigns reloaded on SIGHUP",
+        Duration::from_secs(10),
+        || {
+            let n = count();
+            async move { (n.await == Some(2)).then_some(()) }
+        },
+    ));
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status();

@@ -321,7 +321,11 @@ async fn only_silent_consumers_holding_nothing_are_forgotten() {
             assert_eq!(got.len(), 1);
         }
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually("the empty consumer 20 ms idle", WAIT, || {
+        let (mut probe, stream) = (probe.clone(), keys.outbox.clone());
+        async move { (probe.idle_ms(&stream, "empty").await? >= 20).then_some(()) }
+    })
+    .await;
     let gone = store
         .forget_idle_consumers(&mut con, &keys, "me", 20)
         .await

@@ -6,6 +6,7 @@
 //! its heartbeat is stale, long before `orders.claim_idle`, while a living instance's
 //! entries in flight are left alone.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::common::*;
@@ -17,6 +18,16 @@ const PRICE: u64 = 4_200;
 
 async fn pay_all(api: &impl Api, campaign: &str, prefix: &str, n: usize) -> Vec<Value> {
     buy_and_pay_each(api, campaign, SKU, &users(prefix, n)).await
+}
+
+/// The heartbeat stamp (Redis' clock, ms) of the consumer whose name carries `marker`.
+async fn stamp_of(probe: &mut Probe, campaign: &str, marker: &str) -> Option<i64> {
+    let mut cmd = redis::cmd("HGETALL");
+    cmd.arg(format!("{PREFIX}:{{{campaign}}}:consumers"));
+    let stamps: BTreeMap<String, i64> = probe.query(cmd).await;
+    stamps
+        .into_iter()
+        .find_map(|(name, at)| name.contains(marker).then_some(at))
 }
 
 /// Every entry of the outbox held by the consumer whose name carries `marker`.
@@ -182,7 +193,8 @@ async fn entries_older_than_give_up_after_are_dead_lettered_and_alerted() {
 /// Instance A (the real binary) is delivering to a hung store when it is SIGKILLed.
 /// `claim_idle` is ten minutes: B can only take A's entries over because A's heartbeat
 /// went stale. Before the kill, B (running alongside) leaves the entries of a living,
-/// busy A alone: the heartbeat does not wait for A's deliveries.
+/// busy A alone: the heartbeat does not wait for A's deliveries — it beats on, three
+/// times while B watches, with every delivery still held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_instances_entries_are_reclaimed_once_its_heartbeat_is_stale() {
     const C: &str = "stale";
@@ -205,7 +217,15 @@ async fn a_killed_instances_entries_are_reclaimed_once_its_heartbeat_is_stale() 
 
     // A is alive but stuck in its deliveries; B must not take its entries.
     let b = start(&s.cfg).await;
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    let first = stamp_of(&mut probe, C, &marker)
+        .await
+        .expect("A stamps its heartbeat");
+    eventually("three more beats of A's heartbeat", WAIT, || {
+        let (mut probe, marker) = (probe.clone(), marker.clone());
+        async move { (stamp_of(&mut probe, C, &marker).await? >= first + 3000).then_some(()) }
+    })
+    .await;
+    assert!(s.store.held() == N, "A's deliveries still held");
     assert!(
         all_held_by(&mut probe, C, N, &marker).await,
         "a living instance's entries reclaimed: {:?}",

@@ -261,12 +261,6 @@ impl CampaignSpec {
         self
     }
 
-    /// Starts `after` from now and runs for an hour.
-    pub fn starting_in(self, after: Duration) -> Self {
-        let start = OffsetDateTime::now_utc() + after;
-        self.window(start, start + Duration::from_secs(3600))
-    }
-
     /// Ended `ago` (ran for an hour before that).
     pub fn ended_ago(self, ago: Duration) -> Self {
         let end = OffsetDateTime::now_utc() - ago;

@@ -15,7 +15,15 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the gateway on the current Tokio runtime; panics if it does not start.
     pub async fn start(config: flashgate::Config) -> Gateway {
-        let running = flashgate::start(config)
+        Gateway::start_with_clock(config, flashgate::clock::Clock::system()).await
+    }
+
+    /// [`Gateway::start`] on `clock`: a fake one makes time the test's to move.
+    pub async fn start_with_clock(
+        config: flashgate::Config,
+        clock: flashgate::clock::Clock,
+    ) -> Gateway {
+        let running = flashgate::start_with_clock(config, clock)
             .await
             .unwrap_or_else(|e| panic!("flashgate did not start: {e}"));
         Gateway {

@@ -461,14 +461,27 @@ impl Probe {
 
     /// The names of the consumer group's consumers (XINFO CONSUMERS).
     pub async fn consumers(&mut self, stream: &str) -> Vec<String> {
-        let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+        let reply = self.consumer_info(stream).await;
+        reply.consumers.into_iter().map(|c| c.name).collect()
+    }
+
+    /// How long (ms, Redis' clock) the group's consumer `name` has been idle.
+    pub async fn idle_ms(&mut self, stream: &str, name: &str) -> Option<usize> {
+        let reply = self.consumer_info(stream).await;
+        reply
+            .consumers
+            .into_iter()
+            .find_map(|c| (c.name == name).then_some(c.idle))
+    }
+
+    async fn consumer_info(&mut self, stream: &str) -> redis::streams::StreamInfoConsumersReply {
+        redis::cmd("XINFO")
             .arg("CONSUMERS")
             .arg(stream)
             .arg(GROUP)
             .query_async(&mut self.con)
             .await
-            .expect("XINFO CONSUMERS");
-        reply.consumers.into_iter().map(|c| c.name).collect()
+            .expect("XINFO CONSUMERS")
     }
 
     /// Every entry of `stream` as (id, field → value).
