@@ -78,7 +78,7 @@ impl Sale {
     async fn load_scripts_and_stock(&self) -> bool {
         let store = &self.inner.store;
         store.ready().await.is_ok()
-            && store.sync_clock(&self.inner.clock).await.is_ok()
+            && store.sync_clock().await.is_ok()
             && self.load_stock().await.is_ok()
     }
 
@@ -133,7 +133,7 @@ impl Sale {
             return;
         }
         // Clocks drift: keep the reservation deadlines' estimate of Redis' clock fresh.
-        let _ = i.store.sync_clock(&i.clock).await;
+        let _ = i.store.sync_clock().await;
         for c in i.registry.snapshot().values() {
             if let Ok(paused) = i.store.paused(&c.keys).await {
                 c.paused.store(paused, Ordering::Relaxed);

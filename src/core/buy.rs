@@ -96,7 +96,6 @@ impl Sale {
             idempotency_key: idem,
             initial_stock: item.stock,
             holders_version: item.holders_version(),
-            now_ms: i.clock.now_ms(),
             raffle_member: raffle_member.as_deref(),
         };
         match i.store.reserve(&request).await? {

@@ -522,17 +522,21 @@ impl Store {
         self.query(&cmd).await
     }
 
-    /// Redis' clock now, as estimated from `clock` and the last `sync_clock` (`clock`
-    /// itself before the first one).
+    /// Redis' clock now, as estimated at the last `sync_clock` and carried on by the
+    /// time elapsed since; `clock` itself before the first measurement.
     pub fn redis_now_ms(&self, clock: &Clock) -> i64 {
-        self.redis_clock.now_ms(clock.now_ms())
+        self.redis_clock
+            .now_ms(std::time::Instant::now())
+            .unwrap_or_else(|| clock.now_ms())
     }
 
-    /// Measures Redis' clock against `clock` (one `TIME`), for reservation deadlines.
-    pub async fn sync_clock(&self, clock: &Clock) -> Result<(), StoreError> {
-        let before = clock.now_ms();
+    /// Measures Redis' clock (one `TIME`) against the time elapsed here, for
+    /// reservation deadlines. Elapsed time, not the sale's clock: Redis keeps real time
+    /// however a test moves that clock, and a deadline guards a real wait.
+    pub async fn sync_clock(&self) -> Result<(), StoreError> {
+        let before = std::time::Instant::now();
         let (secs, micros): (i64, i64) = self.query(&redis::cmd("TIME")).await?;
-        let after = clock.now_ms();
+        let after = std::time::Instant::now();
         self.redis_clock
             .record(before, after, secs * 1000 + micros / 1000);
         Ok(())

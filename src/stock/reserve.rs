@@ -31,8 +31,6 @@ pub struct ReserveRequest<'a> {
     pub initial_stock: u64,
     /// The caller's holders snapshot version of this item (see `HoldersUpdate`).
     pub holders_version: Option<i64>,
-    /// The caller's clock now (ms): the script's deadline is set from it.
-    pub now_ms: i64,
     /// A raffle: the user's ranking member; only a selected entrant may reserve.
     pub raffle_member: Option<&'a [u8]>,
 }
@@ -88,10 +86,6 @@ pub(super) struct Buy {
     pub(super) initial_stock: u64,
     pub(super) holders_version: Option<i64>,
     pub(super) raffle_member: Option<Vec<u8>>,
-    /// The caller's clock at the buy (ms), and when the buy was queued: the deadline is
-    /// the caller's now at sending plus the command's own budget.
-    pub(super) now_ms: i64,
-    pub(super) queued: Instant,
 }
 
 impl Buy {
@@ -113,15 +107,7 @@ impl Buy {
             initial_stock: r.initial_stock,
             holders_version: r.holders_version,
             raffle_member: r.raffle_member.map(<[u8]>::to_vec),
-            now_ms: r.now_ms,
-            queued: Instant::now(),
         }
-    }
-
-    /// The caller's clock now: its clock at the buy plus the time spent queued.
-    pub(super) fn now_ms(&self) -> i64 {
-        let queued = i64::try_from(self.queued.elapsed().as_millis()).unwrap_or(i64::MAX);
-        self.now_ms.saturating_add(queued)
     }
 }
 
@@ -375,8 +361,9 @@ impl Store {
     ) -> Result<Vec<Raw>, StoreError> {
         let mut inv = self.scripts.reserve.prepare_invoke();
         let timeout = self.conn.timeout();
-        ReserveCall { keys, buys: jobs }
-            .encode(&mut inv, |b| self.redis_clock.deadline(b.now_ms(), timeout));
+        // Every buy of the call is sent now: one deadline for all.
+        let deadline = self.redis_clock.deadline(Instant::now(), timeout);
+        ReserveCall { keys, buys: jobs }.encode(&mut inv, |_| deadline);
         // The buyers wait `command_timeout`, not the longer bound of other calls: a call
         // still running then has passed its deadline in the script, or is undone.
         self.run_within(timeout, inv).await

@@ -23,7 +23,6 @@ fn buy(keys: &CampaignKeys, user: &str, idem: Option<&str>, member: Option<&[u8]
         idempotency_key: idem,
         initial_stock: 100,
         holders_version: idem.map(|_| 7),
-        now_ms: 1_000,
         raffle_member: member,
     };
     Buy::new(&r, format!("ID-{user}.c1"))
@@ -372,7 +371,6 @@ fn a_reservation_is_the_buys_order_created_at_redis_time() {
         idempotency_key: None,
         initial_stock: 100,
         holders_version: None,
-        now_ms: 1_000,
         raffle_member: None,
     };
     let ReserveOutcome::Reserved(o) =
