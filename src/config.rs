@@ -2,63 +2,56 @@
 //!
 //! Owns parsing (`gateway.toml` + `campaigns/*.toml`), validation and secret lookup.
 //! `serve` and `check` load through the same [`Config::check`], so they accept and
-//! refuse exactly the same files. Every problem names the file, line:column and field,
-//! and all of them are reported, not only the first. Unknown keys are errors.
-//! Never reads secrets from TOML: only from the environment variables the TOML names,
-//! through an injected lookup so tests need not touch the process environment.
+//! refuse exactly the same files. Every problem is reported in one pass, not only the
+//! first — syntax, types, unknown and missing keys, then the checks beyond the types —
+//! each at its `file:line:col` with the field's path. Never reads secrets from TOML:
+//! only from the environment variables the TOML names, through an injected lookup so
+//! tests need not touch the process environment.
 //!
-//! `diagnostics` words the errors; `gateway` checks gateway.toml's tables and reads the
-//! secrets; `campaign` reads the campaign files.
+//! How a file is read: `doc` parses it with `toml` (every key and value spanned), `de`
+//! deserializes the structs below through their own serde derives while collecting
+//! every problem (a wrong or missing value is noted and replaced by a stand-in, so
+//! reading goes on), `gateway` / `campaign` / `secrets` check what was read, and
+//! `diagnostics` words and places each problem.
+//!
+//! # Adding a key
+//!
+//! Add a field to its table's struct — `gateway.toml`'s below, a campaign's in
+//! `campaign.rs` — with its serde attributes, and that is the whole parsing side: an
+//! `Option<T>` or a `#[serde(default = ...)]` field is optional, any other is required
+//! ("missing required key"); `deny_unknown_fields` and the field list make a misspelt
+//! key an error with a suggestion; a wrong type or value is reported at the value. A
+//! rule beyond the type (a range, a key that needs another) goes into the file's
+//! checks (`gateway::validate`, `campaign::parse_campaign`): report it with `Diag`
+//! naming the field's path, and guard a check that reads other fields with
+//! `Diag::sound` so that it stays silent about values already reported wrong. A new
+//! kind of value (like [`HumanDuration`]) goes in `values.rs`; if it parses text,
+//! give it a form for non-human-readable formats, which the stand-in uses. Then add the
+//! key to `docs/configuration.md` (and its required mark) and `config/` examples.
 
 mod campaign;
+mod de;
 mod diagnostics;
+mod doc;
 mod gateway;
+mod secrets;
+mod values;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use time::OffsetDateTime;
 use toml::Spanned;
 
 pub use campaign::{load_campaigns, valid_id, Admission, Campaign, Item};
 pub use diagnostics::ConfigError;
+pub use secrets::Secrets;
+pub use values::{HumanDuration, RateSpec};
 
-// === durations, rates ===
-
-/// A humantime duration ("250ms", "30m").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(HumanDuration)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
-    }
-}
-
-/// `{ rate = 20, per = "1s", burst = 40 }`: `rate` requests per `per`, bursts up to `burst`.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RateSpec {
-    pub rate: u32,
-    pub per: HumanDuration,
-    pub burst: u32,
-}
-
-impl RateSpec {
-    fn check(&self) -> Result<(), String> {
-        if self.rate == 0 || self.burst == 0 || self.per.0.is_zero() {
-            return Err("rate, burst and per must all be greater than zero".into());
-        }
-        Ok(())
-    }
-}
+use values::de_cidrs;
 
 // === gateway.toml ===
 
@@ -93,17 +86,6 @@ fn d_grace() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))
 }
 
-fn de_cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
-    let raw = Vec::<String>::deserialize(d)?;
-    raw.iter()
-        .map(|s| {
-            s.parse::<IpNet>()
-                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| serde::de::Error::custom(format!("invalid CIDR {s:?}")))
-        })
-        .collect()
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
@@ -125,7 +107,7 @@ pub struct RedisConfig {
     /// an acknowledged write in a failover; this closes that window for paid orders.
     #[serde(default)]
     pub replica_ack: u32,
-    /// Redis behind Sentinel, instead of `url`. The gateway asks the
+    /// Extension: Redis behind Sentinel, instead of `url`. The gateway asks the
     /// sentinels which node is the master and follows it through failovers.
     #[serde(default)]
     pub sentinel: Option<SentinelConfig>,
@@ -343,8 +325,8 @@ pub struct OrdersConfig {
     /// Extension: how often the expiry sweeper looks for due pre-orders.
     #[serde(default = "d_sweep")]
     pub sweep_interval: HumanDuration,
-    /// The documented example writes `campaigns_dir` after `[orders]`, where TOML files it.
-    /// Accepted here so the key is known; read by `gateway::campaigns_dir`.
+    /// The documented example writes `campaigns_dir` after `[orders]`, where TOML files
+    /// it. Accepted here so the key is known; read by `gateway::campaigns_dir`.
     #[serde(default)]
     #[allow(dead_code)]
     campaigns_dir: Option<Spanned<String>>,
@@ -401,29 +383,6 @@ impl Default for OrdersConfig {
             sweep_interval: d_sweep(),
             campaigns_dir: None,
         }
-    }
-}
-
-/// Secrets, looked up from the environment variables named by the config.
-#[derive(Clone, Default)]
-pub struct Secrets {
-    pub jwt_secret: Option<String>,
-    pub payment_secret: Option<String>,
-    pub admin_token: Option<String>,
-    pub sink_secret: Option<String>,
-    pub postgres_url: Option<String>,
-}
-
-impl fmt::Debug for Secrets {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let set = |o: &Option<String>| if o.is_some() { "<set>" } else { "<unset>" };
-        f.debug_struct("Secrets")
-            .field("jwt_secret", &set(&self.jwt_secret))
-            .field("payment_secret", &set(&self.payment_secret))
-            .field("admin_token", &set(&self.admin_token))
-            .field("sink_secret", &set(&self.sink_secret))
-            .field("postgres_url", &set(&self.postgres_url))
-            .finish()
     }
 }
 
