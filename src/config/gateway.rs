@@ -147,18 +147,13 @@ fn check_redis(d: &mut Diag<'_>, redis: &RedisConfig) {
     if redis.key_prefix.is_empty() || redis.key_prefix.contains(['{', '}']) {
         d.error_at_key("redis.key_prefix", "must be non-empty, without braces");
     }
-    let urls = std::iter::once(("redis.url", &redis.url))
-        .chain(redis.cluster_urls.iter().map(|u| ("redis.cluster_urls", u)))
-        .chain(
-            redis
-                .sentinel
-                .iter()
-                .flat_map(|s| &s.urls)
-                .map(|u| ("redis.sentinel.urls", u)),
-        );
+    let sentinels = redis.sentinel.iter().flat_map(|s| &s.urls);
+    let urls = std::iter::once(("redis.url".to_owned(), &redis.url))
+        .chain(indexed("redis.cluster_urls", &redis.cluster_urls))
+        .chain(indexed("redis.sentinel.urls", sentinels));
     for (field, url) in urls {
         if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
-            d.error_at_key(field, format!("invalid Redis URL {url:?}: {e}"));
+            d.error_at_key(&field, format!("invalid Redis URL {url:?}: {e}"));
         }
     }
     if !d.sound(&["redis.sentinel", "redis.cluster_urls", "redis.url"]) {
@@ -179,6 +174,15 @@ fn check_redis(d: &mut Diag<'_>, redis: &RedisConfig) {
         let msg = "not supported with redis.cluster_urls yet (a callback's WAIT must run on the node that owns its campaign)";
         d.error_at_key("redis.replica_ack", msg);
     }
+}
+
+/// Each element of an array with its path (`redis.cluster_urls[1]`).
+fn indexed<'a, T: 'a>(
+    field: &'a str,
+    elements: impl IntoIterator<Item = &'a T> + 'a,
+) -> impl Iterator<Item = (String, &'a T)> + 'a {
+    let elements = elements.into_iter().enumerate();
+    elements.map(move |(i, e)| (format!("{field}[{i}]"), e))
 }
 
 /// One way to reach Redis: the sentinels replace `url` and exclude a cluster, and the

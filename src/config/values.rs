@@ -42,13 +42,20 @@ impl RateSpec {
 }
 
 /// `["127.0.0.1/32", "10.0.0.1"]`: networks, a bare address being its own /32 or /128.
+/// Each element is read on its own, so a bad one is reported where it is written.
 pub(crate) fn de_cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
-    let raw = Vec::<String>::deserialize(d)?;
-    raw.iter()
-        .map(|s| {
-            s.parse::<IpNet>()
-                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| serde::de::Error::custom(format!("invalid CIDR {s:?}")))
-        })
-        .collect()
+    let cidrs = Vec::<Cidr>::deserialize(d)?;
+    Ok(cidrs.into_iter().map(|c| c.0).collect())
+}
+
+struct Cidr(IpNet);
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse::<IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map(Cidr)
+            .map_err(|_| serde::de::Error::custom(format!("invalid CIDR {s:?}")))
+    }
 }
