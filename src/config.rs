@@ -2,32 +2,30 @@
 //!
 //! Owns parsing (`gateway.toml` + `campaigns/*.toml`), validation and secret lookup.
 //! `serve` and `check` load through the same [`Config::check`], so they accept and
-//! refuse exactly the same files. Every problem is reported in one pass, not only the
-//! first — syntax, types, unknown and missing keys, then the checks beyond the types —
-//! each at its `file:line:col` with the field's path. Never reads secrets from TOML:
-//! only from the environment variables the TOML names, through an injected lookup so
-//! tests need not touch the process environment.
+//! refuse exactly the same files. One pass reports every problem — syntax, types,
+//! unknown and missing keys, then the rules beyond the types — each at its
+//! `file:line:col` with the field's path. Secrets come only from the environment
+//! variables the TOML names, through an injected lookup (tests leave the process alone).
 //!
-//! How a file is read: `doc` parses it with `toml` (every key and value spanned), `de`
-//! deserializes the structs below through their own serde derives while collecting
-//! every problem (a wrong or missing value is noted and replaced by a stand-in, so
-//! reading goes on), `gateway` / `campaign` / `secrets` check what was read, and
-//! `diagnostics` words and places each problem.
+//! A file is parsed by `doc` (every key and value spanned), read into the structs below
+//! by `de` through their own serde derives (a wrong or missing value is noted and
+//! replaced by a stand-in, so reading goes on), checked by `gateway` / `campaign` /
+//! `secrets`, and each problem worded and placed by `diagnostics`.
 //!
 //! # Adding a key
 //!
-//! Add a field to its table's struct — `gateway.toml`'s below, a campaign's in
-//! `campaign.rs` — with its serde attributes, and that is the whole parsing side: an
-//! `Option<T>` or a `#[serde(default = ...)]` field is optional, any other is required
-//! ("missing required key"); `deny_unknown_fields` and the field list make a misspelt
-//! key an error with a suggestion; a wrong type or value is reported at the value. A
-//! rule beyond the type (a range, a key that needs another) goes into the file's
-//! checks (`gateway::validate`, `campaign::parse_campaign`): report it with `Diag`
-//! naming the field's path, and guard a check that reads other fields with
-//! `Diag::sound` so that it stays silent about values already reported wrong. A new
-//! kind of value (like [`HumanDuration`]) goes in `values.rs`; if it parses text,
-//! give it a form for non-human-readable formats, which the stand-in uses. Then add the
-//! key to `docs/configuration.md` (and its required mark) and `config/` examples.
+//! Add a field to its table's struct (gateway.toml's below, a campaign's in
+//! `campaign.rs`) with its serde attributes; that is the whole parsing side. A field
+//! that is an `Option` or has `#[serde(default = ...)]` is optional, any other required
+//! ("missing required key"); `deny_unknown_fields` makes a misspelt key an error with a
+//! suggestion; a wrong type or value is reported at the value. A rule beyond the type
+//! (a range, a key that needs another) goes in the file's checks (`gateway::validate`,
+//! `campaign::parse_campaign`): report it through `Diag` with the field's path, and
+//! guard a rule that reads other keys with `Diag::sound`, so it stays silent about a
+//! value already reported wrong. A new kind of value goes in `values.rs`; one parsed
+//! from text also needs a non-human-readable form, which the stand-in takes (see
+//! [`HumanDuration`]). Then document the key (and whether it is required) in
+//! `docs/configuration.md` and the `config/` examples.
 
 mod campaign;
 mod de;
@@ -48,7 +46,7 @@ use toml::Spanned;
 
 pub use campaign::{load_campaigns, valid_id, Admission, Campaign, Item};
 pub use diagnostics::ConfigError;
-pub use secrets::Secrets;
+pub use secrets::{process_env, EnvLookup, SecretSource, Secrets};
 pub use values::{HumanDuration, RateSpec};
 
 use values::de_cidrs;
@@ -403,23 +401,6 @@ pub struct Config {
     pub secrets: Secrets,
 }
 
-/// Looks up an environment variable; injectable for tests.
-pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
-
-/// The process environment, ignoring empty values.
-pub fn process_env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-/// What `check` does with the secrets the config names.
-#[derive(Clone, Copy)]
-pub enum SecretSource<'a> {
-    /// Read each from the environment; a named one that is unset or empty is an error.
-    Env(EnvLookup<'a>),
-    /// Read none (`check --no-secrets`, for CI of campaign files): only the names are checked.
-    Skip,
-}
-
 /// Everything a load found: the configuration, or every error; and every warning
 /// (a campaign that already ended, no campaigns at all, no admin token).
 #[derive(Debug)]
@@ -437,10 +418,6 @@ impl Report {
             warnings,
         }
     }
-}
-
-pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError::whole(path, format!("cannot read: {e}")))
 }
 
 impl Config {

@@ -12,9 +12,9 @@ use time::OffsetDateTime;
 use toml::Spanned;
 
 use super::de;
-use super::diagnostics::{line_col, syntax_errors, ConfigError, Diag, Label};
+use super::diagnostics::{line_col, read, syntax_errors, ConfigError, Diag, Label};
 use super::doc::Doc;
-use super::{read, HumanDuration, LimitsConfig};
+use super::{HumanDuration, LimitsConfig};
 
 /// One item on sale.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,6 +12,7 @@
 //! Knows serde and the TOML tree; knows nothing about what a valid gateway is, nor how
 //! problems are worded for people (`diagnostics`).
 
+mod access;
 mod stand_in;
 #[cfg(test)]
 mod tests;
@@ -22,17 +23,15 @@ use std::fmt;
 use std::ops::Range;
 
 use serde::de::value::MapAccessDeserializer;
-use serde::de::{
-    self, DeserializeOwned, DeserializeSeed, Expected, IntoDeserializer, MapAccess, SeqAccess,
-    Unexpected, Visitor,
-};
+use serde::de::{self, DeserializeOwned, Expected, IntoDeserializer, Unexpected, Visitor};
 use serde_spanned::de::{is_spanned, SpannedDeserializer};
-use toml::de::{DeArray, DeInteger, DeTable, DeValue};
+use toml::de::{DeInteger, DeValue};
 use toml::Spanned;
 use toml_datetime::de::{is_datetime, DatetimeDeserializer};
 
 use super::diagnostics::words;
 use super::doc::{Doc, KeyPath};
+use access::{Elements, Entries};
 use stand_in::StandIn;
 
 /// A problem with one value, key or table of a file.
@@ -241,37 +240,6 @@ struct Node<'a, 'i> {
     ctx: &'a Ctx,
 }
 
-/// A value to hand out: from the file, or a stand-in.
-enum Slot<'a, 'i> {
-    File(&'a Spanned<DeValue<'i>>),
-    StandIn,
-}
-
-/// Reads one value of a table or array; its problem, if any, is noted at `path`.
-fn read_slot<'de, S: DeserializeSeed<'de>>(
-    ctx: &Ctx,
-    path: KeyPath,
-    slot: Slot<'_, '_>,
-    seed: S,
-) -> Result<S::Value, Error> {
-    match slot {
-        Slot::File(value) => {
-            let span = value.span();
-            let node = Node {
-                value,
-                path: path.clone(),
-                ctx,
-            };
-            seed.deserialize(node)
-                .map_err(|e| ctx.settle(&path, span, e))
-        }
-        Slot::StandIn => seed.deserialize(StandIn).map_err(|_| {
-            ctx.fall_back(&path);
-            Error::Reported
-        }),
-    }
-}
-
 impl Node<'_, '_> {
     /// A scalar is asked for: a date-time is not one (toml hands it out as a table).
     fn scalar<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
@@ -394,143 +362,5 @@ impl<'de, 'a, 'i> IntoDeserializer<'de, Error> for Node<'a, 'i> {
     type Deserializer = Self;
     fn into_deserializer(self) -> Self {
         self
-    }
-}
-
-// === tables and arrays ===
-
-/// The entries of a table a struct (or map) is read from, then stand-ins for the
-/// required keys it lacks.
-struct Entries<'a, 'i> {
-    ctx: &'a Ctx,
-    entries: std::vec::IntoIter<(&'a str, KeyPath, Slot<'a, 'i>)>,
-    next: Option<(KeyPath, Slot<'a, 'i>)>,
-}
-
-impl<'a, 'i> Entries<'a, 'i> {
-    /// Every entry: a map, or an enum's `{ variant = ... }`.
-    fn all(ctx: &'a Ctx, table: &KeyPath, t: &'a DeTable<'i>) -> Self {
-        Entries::new(ctx, table, t, None)
-    }
-
-    /// The keys of `fields`; any other key is reported (at the key) and hidden from the
-    /// struct, so that all of them are found in one attempt.
-    fn of_struct(
-        ctx: &'a Ctx,
-        table: &KeyPath,
-        t: &'a DeTable<'i>,
-        fields: &'static [&'static str],
-    ) -> Self {
-        Entries::new(ctx, table, t, Some(fields))
-    }
-
-    fn new(
-        ctx: &'a Ctx,
-        table: &KeyPath,
-        t: &'a DeTable<'i>,
-        fields: Option<&'static [&'static str]>,
-    ) -> Self {
-        let mut entries = Vec::with_capacity(t.len());
-        for (key, value) in t.iter() {
-            let name: &'a str = key.get_ref();
-            let path = table.key(name);
-            match fields {
-                Some(known) if !known.contains(&name) => {
-                    ctx.note(path, key.span(), What::Unknown(known));
-                }
-                _ => {
-                    if let Some(slot) = slot(ctx, &path, Slot::File(value)) {
-                        entries.push((name, path, slot));
-                    }
-                }
-            }
-        }
-        for &key in fields.unwrap_or_default() {
-            let path = table.key(key);
-            if !t.contains_key(key) && ctx.fallback(&path) == Some(Fallback::StandIn) {
-                entries.push((key, path, Slot::StandIn));
-            }
-        }
-        Entries {
-            ctx,
-            entries: entries.into_iter(),
-            next: None,
-        }
-    }
-}
-
-/// What to hand out at `path`, given what earlier attempts learnt about it.
-fn slot<'a, 'i>(ctx: &Ctx, path: &KeyPath, file: Slot<'a, 'i>) -> Option<Slot<'a, 'i>> {
-    match ctx.fallback(path) {
-        None => Some(file),
-        Some(Fallback::StandIn) => Some(Slot::StandIn),
-        Some(Fallback::Omit) => None,
-    }
-}
-
-impl<'de> MapAccess<'de> for Entries<'_, '_> {
-    type Error = Error;
-
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, Error> {
-        let Some((key, path, slot)) = self.entries.next() else {
-            return Ok(None);
-        };
-        self.next = Some((path, slot));
-        seed.deserialize(key.into_deserializer()).map(Some)
-    }
-
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
-        let Some((path, slot)) = self.next.take() else {
-            return Err(Error::Wrong("a value was read before its key".into()));
-        };
-        read_slot(self.ctx, path, slot, seed)
-    }
-
-    fn size_hint(&self) -> Option<usize> {
-        Some(self.entries.len())
-    }
-}
-
-/// The elements of an array.
-struct Elements<'a, 'i> {
-    ctx: &'a Ctx,
-    elements: std::vec::IntoIter<(KeyPath, Slot<'a, 'i>)>,
-}
-
-impl<'a, 'i> Elements<'a, 'i> {
-    fn new(ctx: &'a Ctx, array: &KeyPath, a: &'a DeArray<'i>) -> Self {
-        let elements: Vec<_> = a
-            .iter()
-            .enumerate()
-            .filter_map(|(i, value)| {
-                let path = array.index(i);
-                slot(ctx, &path, Slot::File(value)).map(|s| (path, s))
-            })
-            .collect();
-        Elements {
-            ctx,
-            elements: elements.into_iter(),
-        }
-    }
-}
-
-impl<'de> SeqAccess<'de> for Elements<'_, '_> {
-    type Error = Error;
-
-    fn next_element_seed<S: DeserializeSeed<'de>>(
-        &mut self,
-        seed: S,
-    ) -> Result<Option<S::Value>, Error> {
-        match self.elements.next() {
-            Some((path, slot)) => read_slot(self.ctx, path, slot, seed).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    fn size_hint(&self) -> Option<usize> {
-        Some(self.elements.len())
     }
 }

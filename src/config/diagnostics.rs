@@ -52,6 +52,11 @@ impl ConfigError {
     }
 }
 
+/// The text of a configuration file.
+pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::whole(path, format!("cannot read: {e}")))
+}
+
 /// Every syntax error of a file `toml` could not parse.
 pub(crate) fn syntax_errors(
     file: &Path,

@@ -10,12 +10,12 @@ use time::OffsetDateTime;
 use toml::Spanned;
 
 use super::campaign::check_campaigns;
-use super::diagnostics::{syntax_errors, Diag};
+use super::diagnostics::{read, syntax_errors, Diag};
 use super::doc::Doc;
 use super::{
-    de, read, secrets, AdminConfig, Config, IdentityConfig, IdentityMode, JwtAlgorithm,
-    LimitsConfig, OrdersConfig, PaymentConfig, RedisConfig, Report, SecretSource, SentinelConfig,
-    ServerConfig, SinkKind, UpstreamConfig,
+    de, secrets, AdminConfig, Config, IdentityConfig, IdentityMode, JwtAlgorithm, LimitsConfig,
+    OrdersConfig, PaymentConfig, RedisConfig, Report, SecretSource, SentinelConfig, ServerConfig,
+    SinkKind, UpstreamConfig,
 };
 
 /// gateway.toml as written: its tables, each with its keys' defaults.

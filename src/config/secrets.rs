@@ -7,7 +7,24 @@ use std::fmt;
 
 use super::diagnostics::Diag;
 use super::gateway::GatewayFile;
-use super::{IdentityConfig, IdentityMode, JwtAlgorithm, SecretSource, SinkKind};
+use super::{IdentityConfig, IdentityMode, JwtAlgorithm, SinkKind};
+
+/// Looks up an environment variable; injectable for tests.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment, ignoring empty values.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// What `check` does with the secrets the config names.
+#[derive(Clone, Copy)]
+pub enum SecretSource<'a> {
+    /// Read each from the environment; a named one that is unset or empty is an error.
+    Env(EnvLookup<'a>),
+    /// Read none (`check --no-secrets`, for CI of campaign files): only the names are checked.
+    Skip,
+}
 
 /// Secrets, looked up from the environment variables named by the config.
 #[derive(Clone, Default)]
