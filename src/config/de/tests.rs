@@ -142,6 +142,19 @@ fn a_wrong_table_is_one_problem() {
 }
 
 #[test]
+fn an_array_is_not_a_table() {
+    let src = GOOD.replace(
+        "limits = { rate = 1, per = \"1s\" }",
+        "limits = [1, \"1s\"]",
+    );
+    let (_, found) = problems(&src);
+    assert_eq!(
+        found,
+        ["6:10 limits: Wrong(\"expected a table, found an array\")"]
+    );
+}
+
+#[test]
 fn stand_ins_are_flawed_and_the_rest_is_read() {
     let src = GOOD.replace("count = 3", "count = \"three\"");
     let doc = Doc::parse(&src).unwrap();
