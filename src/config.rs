@@ -2,63 +2,54 @@
 //!
 //! Owns parsing (`gateway.toml` + `campaigns/*.toml`), validation and secret lookup.
 //! `serve` and `check` load through the same [`Config::check`], so they accept and
-//! refuse exactly the same files. Every problem names the file, line:column and field,
-//! and all of them are reported, not only the first. Unknown keys are errors.
-//! Never reads secrets from TOML: only from the environment variables the TOML names,
-//! through an injected lookup so tests need not touch the process environment.
+//! refuse exactly the same files. One pass reports every problem — syntax, types,
+//! unknown and missing keys, then the rules beyond the types — each at its
+//! `file:line:col` with the field's path. Secrets come only from the environment
+//! variables the TOML names, through an injected lookup (tests leave the process alone).
 //!
-//! `diagnostics` words the errors; `gateway` checks gateway.toml's tables and reads the
-//! secrets; `campaign` reads the campaign files.
+//! A file is parsed by `doc` (every key and value spanned), read into the structs below
+//! by `de` through their own serde derives (a wrong or missing value is noted and
+//! replaced by a stand-in, so reading goes on), checked by `gateway` / `campaign` /
+//! `secrets`, and each problem worded and placed by `diagnostics`.
+//!
+//! # Adding a key
+//!
+//! Add a field to its table's struct (gateway.toml's below, a campaign's in
+//! `campaign.rs`) with its serde attributes; that is the whole parsing side. A field
+//! that is an `Option` or has `#[serde(default = ...)]` is optional, any other required
+//! ("missing required key"); `deny_unknown_fields` makes a misspelt key an error with a
+//! suggestion; a wrong type or value is reported at the value. A rule beyond the type
+//! (a range, a key that needs another) goes in the file's checks (`gateway::validate`,
+//! `campaign::parse_campaign`): report it through `Diag` with the field's path, and
+//! guard a rule that reads other keys with `Diag::sound`, so it stays silent about a
+//! value already reported wrong. A new kind of value goes in `values.rs`; one parsed
+//! from text also needs a non-human-readable form, which the stand-in takes (see
+//! [`HumanDuration`]). Then document the key (and whether it is required) in
+//! `docs/configuration.md` and the `config/` examples.
 
 mod campaign;
+mod de;
 mod diagnostics;
+mod doc;
 mod gateway;
+mod secrets;
+mod values;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use time::OffsetDateTime;
 use toml::Spanned;
 
 pub use campaign::{load_campaigns, valid_id, Admission, Campaign, Item};
 pub use diagnostics::ConfigError;
+pub use secrets::{process_env, EnvLookup, SecretSource, Secrets};
+pub use values::{HumanDuration, RateSpec};
 
-// === durations, rates ===
-
-/// A humantime duration ("250ms", "30m").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(HumanDuration)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
-    }
-}
-
-/// `{ rate = 20, per = "1s", burst = 40 }`: `rate` requests per `per`, bursts up to `burst`.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RateSpec {
-    pub rate: u32,
-    pub per: HumanDuration,
-    pub burst: u32,
-}
-
-impl RateSpec {
-    fn check(&self) -> Result<(), String> {
-        if self.rate == 0 || self.burst == 0 || self.per.0.is_zero() {
-            return Err("rate, burst and per must all be greater than zero".into());
-        }
-        Ok(())
-    }
-}
+use values::de_cidrs;
 
 // === gateway.toml ===
 
@@ -93,17 +84,6 @@ fn d_grace() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))
 }
 
-fn de_cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
-    let raw = Vec::<String>::deserialize(d)?;
-    raw.iter()
-        .map(|s| {
-            s.parse::<IpNet>()
-                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| serde::de::Error::custom(format!("invalid CIDR {s:?}")))
-        })
-        .collect()
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
@@ -125,7 +105,7 @@ pub struct RedisConfig {
     /// an acknowledged write in a failover; this closes that window for paid orders.
     #[serde(default)]
     pub replica_ack: u32,
-    /// Redis behind Sentinel, instead of `url`. The gateway asks the
+    /// Extension: Redis behind Sentinel, instead of `url`. The gateway asks the
     /// sentinels which node is the master and follows it through failovers.
     #[serde(default)]
     pub sentinel: Option<SentinelConfig>,
@@ -343,8 +323,8 @@ pub struct OrdersConfig {
     /// Extension: how often the expiry sweeper looks for due pre-orders.
     #[serde(default = "d_sweep")]
     pub sweep_interval: HumanDuration,
-    /// The documented example writes `campaigns_dir` after `[orders]`, where TOML files it.
-    /// Accepted here so the key is known; read by `gateway::campaigns_dir`.
+    /// The documented example writes `campaigns_dir` after `[orders]`, where TOML files
+    /// it. Accepted here so the key is known; read by `gateway::campaigns_dir`.
     #[serde(default)]
     #[allow(dead_code)]
     campaigns_dir: Option<Spanned<String>>,
@@ -404,29 +384,6 @@ impl Default for OrdersConfig {
     }
 }
 
-/// Secrets, looked up from the environment variables named by the config.
-#[derive(Clone, Default)]
-pub struct Secrets {
-    pub jwt_secret: Option<String>,
-    pub payment_secret: Option<String>,
-    pub admin_token: Option<String>,
-    pub sink_secret: Option<String>,
-    pub postgres_url: Option<String>,
-}
-
-impl fmt::Debug for Secrets {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let set = |o: &Option<String>| if o.is_some() { "<set>" } else { "<unset>" };
-        f.debug_struct("Secrets")
-            .field("jwt_secret", &set(&self.jwt_secret))
-            .field("payment_secret", &set(&self.payment_secret))
-            .field("admin_token", &set(&self.admin_token))
-            .field("sink_secret", &set(&self.sink_secret))
-            .field("postgres_url", &set(&self.postgres_url))
-            .finish()
-    }
-}
-
 /// The whole validated configuration of one gateway.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -442,23 +399,6 @@ pub struct Config {
     pub campaigns_dir: PathBuf,
     pub campaigns: Vec<Campaign>,
     pub secrets: Secrets,
-}
-
-/// Looks up an environment variable; injectable for tests.
-pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
-
-/// The process environment, ignoring empty values.
-pub fn process_env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-/// What `check` does with the secrets the config names.
-#[derive(Clone, Copy)]
-pub enum SecretSource<'a> {
-    /// Read each from the environment; a named one that is unset or empty is an error.
-    Env(EnvLookup<'a>),
-    /// Read none (`check --no-secrets`, for CI of campaign files): only the names are checked.
-    Skip,
 }
 
 /// Everything a load found: the configuration, or every error; and every warning
@@ -478,10 +418,6 @@ impl Report {
             warnings,
         }
     }
-}
-
-pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError::whole(path, format!("cannot read: {e}")))
 }
 
 impl Config {

@@ -1,20 +1,20 @@
-//! `campaigns/*.toml`: one file per campaign, parsed and validated with every problem
+//! `campaigns/*.toml`: one file per campaign, read and validated with every problem
 //! collected — each item is checked on its own, so one bad `[[items]]` table does not
 //! hide the next, and an item's error names its SKU.
 
 use std::collections::{HashMap, HashSet};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use toml::Spanned;
 
-use super::diagnostics::{element, line_col, part, ConfigError, Diag};
-use super::{read, HumanDuration, LimitsConfig};
+use super::de;
+use super::diagnostics::{line_col, read, syntax_errors, ConfigError, Diag, Label};
+use super::doc::Doc;
+use super::{HumanDuration, LimitsConfig};
 
 /// One item on sale.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub struct Item {
     pub price_cents: u64,
 }
 
-/// Who may buy.
+/// Who may buy (see `docs/api.md`, fair admission).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Admission {
     /// Anyone, first come first served.
@@ -40,7 +40,7 @@ pub enum Admission {
 }
 
 impl Admission {
-    /// The configuration's name: `first-come`, `raffle`, `instant-draw`.
+    /// The name the configuration and the API use: `first-come`, `raffle`, `instant-draw`.
     pub fn mode(&self) -> &'static str {
         match self {
             Admission::FirstCome => "first-come",
@@ -69,7 +69,7 @@ pub struct Campaign {
     pub file: PathBuf,
 }
 
-/// Everything but the items, which are read one by one.
+/// A campaign file as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CampaignFile {
@@ -81,7 +81,7 @@ struct CampaignFile {
     per_user_limit: Spanned<u32>,
     #[serde(default)]
     limits: LimitsConfig,
-    items: Spanned<Vec<IgnoredAny>>,
+    items: Spanned<Vec<ItemFile>>,
     admission: Option<Spanned<AdmissionMode>>,
     raffle: Option<Spanned<RaffleFile>>,
     instant_draw: Option<Spanned<InstantDrawFile>>,
@@ -166,26 +166,36 @@ pub(crate) fn check_campaigns(dir: &Path, now: OffsetDateTime) -> Campaigns {
                 continue;
             }
         };
-        let mut d = Diag::new(&f, &src);
-        if let Some((c, id_span)) = parse_campaign(&mut d, now) {
-            let (line, col) = line_col(&src, id_span.start);
-            let here = format!("{}:{line}:{col}", f.display());
-            match seen.get(&c.id) {
-                Some(first) => d.error(
-                    Some(id_span),
-                    "id",
-                    format!("campaign {:?} is defined twice: also in {first}", c.id),
-                ),
-                None => {
-                    seen.insert(c.id.clone(), here);
-                    if d.errors.is_empty() {
-                        out.campaigns.push(c);
+        let doc = match Doc::parse(&src) {
+            Ok(doc) => doc,
+            Err(errors) => {
+                out.errors.extend(syntax_errors(&f, &src, errors));
+                continue;
+            }
+        };
+        let read = de::read::<CampaignFile>(&doc);
+        let mut d = Diag::new(&f, &src, &doc, read.problems, read.flawed, Some(ITEMS));
+        if let Some(c) = read.value {
+            let id = c.id.get_ref().clone();
+            let campaign = parse_campaign(&mut d, c, now);
+            if d.sound(&["id"]) && valid_id(&id) {
+                let span = d.key_span("id");
+                match seen.get(&id) {
+                    Some(first) => {
+                        let msg = format!("campaign {id:?} is defined twice: also in {first}");
+                        d.error(span, "id", msg);
+                    }
+                    None => {
+                        let (line, col) = line_col(&src, span.start);
+                        seen.insert(id, format!("{}:{line}:{col}", f.display()));
                     }
                 }
             }
+            out.campaigns.extend(campaign.filter(|_| !d.has_errors()));
         }
-        out.errors.append(&mut d.errors);
-        out.warnings.append(&mut d.warnings);
+        let (mut errors, mut warnings) = d.finish();
+        out.errors.append(&mut errors);
+        out.warnings.append(&mut warnings);
     }
     out
 }
@@ -210,44 +220,43 @@ fn to_offset(dt: &toml::value::Datetime) -> Result<OffsetDateTime, String> {
     OffsetDateTime::parse(&dt.to_string(), &Rfc3339).map_err(|e| e.to_string())
 }
 
-/// One campaign file; `None` when it could not be read far enough to build one. The
-/// span is the `id` key's, for duplicate-id errors.
-fn parse_campaign(d: &mut Diag<'_>, now: OffsetDateTime) -> Option<(Campaign, Range<usize>)> {
-    if let Err(e) = d.src.parse::<toml::Table>() {
-        d.toml_error(&e, None);
-        return None;
-    }
-    let head = toml::from_str::<CampaignFile>(d.src).map_err(|e| d.toml_error(&e, None));
-    let items = items(d);
-    let c = head.ok()?;
-    let id_ok = valid_id(c.id.get_ref());
-    if !id_ok {
-        d.error(Some(c.id.span()), "id", ID_RULE);
+/// Items are named by their SKU in messages.
+const ITEMS: Label = Label {
+    array: "items",
+    key: "sku",
+    noun: "item",
+};
+
+/// One campaign file, checked; `None` when something in it is wrong (reported).
+fn parse_campaign(d: &mut Diag<'_>, c: CampaignFile, now: OffsetDateTime) -> Option<Campaign> {
+    if !valid_id(c.id.get_ref()) {
+        d.error(c.id.span(), "id", ID_RULE);
     }
     let starts_at = to_offset(c.starts_at.get_ref())
-        .map_err(|m| d.error(Some(c.starts_at.span()), "starts_at", m))
+        .map_err(|m| d.error(c.starts_at.span(), "starts_at", m))
         .ok();
     let ends_at = to_offset(c.ends_at.get_ref())
-        .map_err(|m| d.error(Some(c.ends_at.span()), "ends_at", m))
+        .map_err(|m| d.error(c.ends_at.span(), "ends_at", m))
         .ok();
-    if let (Some(s), Some(e)) = (starts_at, ends_at) {
+    let sound_window = d.sound(&["starts_at", "ends_at"]);
+    if let (Some(s), Some(e), true) = (starts_at, ends_at, sound_window) {
         if e <= s {
-            d.error(Some(c.ends_at.span()), "ends_at", "must be after starts_at");
-        } else if e <= now {
+            d.error(c.ends_at.span(), "ends_at", "must be after starts_at");
+        } else if e <= now && d.sound(&["id"]) {
             let id = c.id.get_ref();
             let when = e.format(&Rfc3339).unwrap_or_default();
             let msg = format!(
                 "campaign `{id}` ended at {when}: it takes no more buys (move its window, or remove the file once its orders are settled)"
             );
-            d.warn(Some(c.ends_at.span()), msg);
+            d.warn(c.ends_at.span(), "ends_at", msg);
         }
     }
     if c.payment_window.get_ref().0 < Duration::from_secs(1) {
-        let span = Some(c.payment_window.span());
+        let span = c.payment_window.span();
         d.error(span, "payment_window", "must be at least 1s");
     }
     if *c.per_user_limit.get_ref() == 0 {
-        let span = Some(c.per_user_limit.span());
+        let span = c.per_user_limit.span();
         d.error(span, "per_user_limit", "must be at least 1");
     }
     for (field, spec) in [
@@ -259,12 +268,12 @@ fn parse_campaign(d: &mut Diag<'_>, now: OffsetDateTime) -> Option<(Campaign, Ra
         }
     }
     if c.items.get_ref().is_empty() {
-        let span = Some(c.items.span());
+        let span = c.items.span();
         d.error(span, "items", "a campaign needs at least one item");
     }
     let admission = admission(d, &c, starts_at);
-    let id_span = super::diagnostics::find_key(d.src, "id").unwrap_or(c.id.span());
-    let campaign = Campaign {
+    let items = items(d, c.items.get_ref());
+    Some(Campaign {
         id: c.id.into_inner(),
         name: c.name,
         starts_at: starts_at?,
@@ -275,8 +284,7 @@ fn parse_campaign(d: &mut Diag<'_>, now: OffsetDateTime) -> Option<(Campaign, Ra
         items: items?,
         admission: admission?,
         file: d.file.to_path_buf(),
-    };
-    Some((campaign, id_span))
+    })
 }
 
 /// The `admission` mode and its table; `None` (with the errors recorded) when they do
@@ -286,16 +294,19 @@ fn admission(
     c: &CampaignFile,
     starts_at: Option<OffsetDateTime>,
 ) -> Option<Admission> {
+    if !d.sound(&["admission"]) {
+        return None;
+    }
     let mode = c
         .admission
         .as_ref()
         .map_or(AdmissionMode::FirstCome, |m| *m.get_ref());
-    let mode_span = c.admission.as_ref().map(|m| m.span());
+    let mode_span = d.value_span("admission");
     // A table of another mode is an error: it would be silently ignored otherwise.
     if mode != AdmissionMode::Raffle {
         if let Some(t) = &c.raffle {
             d.error(
-                Some(t.span()),
+                t.span(),
                 "raffle",
                 "a [raffle] table needs admission = \"raffle\"",
             );
@@ -304,7 +315,7 @@ fn admission(
     if mode != AdmissionMode::InstantDraw {
         if let Some(t) = &c.instant_draw {
             let msg = "an [instant_draw] table needs admission = \"instant-draw\"";
-            d.error(Some(t.span()), "instant_draw", msg);
+            d.error(t.span(), "instant_draw", msg);
         }
     }
     match mode {
@@ -314,22 +325,23 @@ fn admission(
         AdmissionMode::Raffle => {
             let Some(r) = c.raffle.as_ref().map(|r| r.get_ref()) else {
                 let msg = "a raffle needs a [raffle] table with entries_open and claim_window";
-                d.error(mode_span, "admission", msg);
+                d.error(mode_span.clone(), "admission", msg);
                 return None;
             };
             let open = to_offset(r.entries_open.get_ref())
-                .map_err(|m| d.error(Some(r.entries_open.span()), "raffle.entries_open", m))
+                .map_err(|m| d.error(r.entries_open.span(), "raffle.entries_open", m))
                 .ok();
-            if let (Some(open), Some(start)) = (open, starts_at) {
+            let start = starts_at.filter(|_| d.sound(&["starts_at"]));
+            if let (Some(open), Some(start)) = (open, start) {
                 if open >= start {
                     let msg = "must be before starts_at (entries are taken from entries_open until starts_at, when the draw is made)";
-                    d.error(Some(r.entries_open.span()), "raffle.entries_open", msg);
+                    d.error(r.entries_open.span(), "raffle.entries_open", msg);
                     return None;
                 }
             }
             let claim_window = r.claim_window.get_ref().0;
             if claim_window < Duration::from_secs(1) {
-                let span = Some(r.claim_window.span());
+                let span = r.claim_window.span();
                 d.error(span, "raffle.claim_window", "must be at least 1s");
                 return None;
             }
@@ -341,12 +353,12 @@ fn admission(
         AdmissionMode::InstantDraw => {
             let Some(t) = c.instant_draw.as_ref().map(|t| t.get_ref()) else {
                 let msg = "an instant draw needs an [instant_draw] table with win_probability";
-                d.error(mode_span, "admission", msg);
+                d.error(mode_span.clone(), "admission", msg);
                 return None;
             };
             let p = *t.win_probability.get_ref();
             if !(p > 0.0 && p <= 1.0) {
-                let span = Some(t.win_probability.span());
+                let span = t.win_probability.span();
                 let msg = format!("must be above 0 and at most 1 (0 < p <= 1), not {p}");
                 d.error(span, "instant_draw.win_probability", msg);
                 return None;
@@ -356,40 +368,17 @@ fn admission(
     }
 }
 
-/// The `[[items]]`, each read and checked on its own; `None` if any is wrong.
-fn items(d: &mut Diag<'_>) -> Option<Vec<Item>> {
-    let parsed: Vec<Option<ItemFile>> = match part::<Vec<ItemFile>>(d.src, "items") {
-        Ok(all) => all.unwrap_or_default().into_iter().map(Some).collect(),
-        Err(_) => {
-            // At least one is wrong: read each alone, so every wrong one is reported.
-            let count = part::<Vec<IgnoredAny>>(d.src, "items")
-                .ok()
-                .flatten()
-                .map_or(0, |v| v.len());
-            (0..count)
-                .map(|i| {
-                    element::<ItemFile>(d.src, "items", i)
-                        .map_err(|e| d.toml_error(&e, Some(&item_name(d.src, i))))
-                        .ok()
-                        .flatten()
-                })
-                .collect()
-        }
-    };
+/// The `[[items]]`, each checked on its own; `None` if any is wrong.
+fn items(d: &mut Diag<'_>, parsed: &[ItemFile]) -> Option<Vec<Item>> {
     let mut skus = HashSet::new();
     let mut items = Vec::with_capacity(parsed.len());
     let mut all_ok = true;
-    for it in parsed {
-        let Some(it) = it else {
+    for (i, it) in parsed.iter().enumerate() {
+        let mut bad = |span, field: &str, m: &str| {
+            d.error(span, &format!("items[{i}].{field}"), m);
             all_ok = false;
-            continue;
         };
         let sku = it.sku.get_ref().clone();
-        let context = format!("sku `{sku}`");
-        let mut bad = |span, field: &str, m: &str| {
-            d.error_in(Some(span), &format!("items.{field}"), &context, m);
-            all_ok = false;
-        };
         if !valid_id(&sku) {
             bad(it.sku.span(), "sku", ID_RULE);
         } else if !skus.insert(sku.clone()) {
@@ -414,17 +403,4 @@ fn items(d: &mut Diag<'_>) -> Option<Vec<Item>> {
         });
     }
     all_ok.then_some(items)
-}
-
-/// "sku `x`" for the `index`th item when its `sku` can be read, else "item 3".
-fn item_name(src: &str, index: usize) -> String {
-    let table = element::<toml::Table>(src, "items", index).ok().flatten();
-    match table
-        .as_ref()
-        .and_then(|t| t.get("sku"))
-        .and_then(|s| s.as_str())
-    {
-        Some(sku) => format!("sku `{sku}`"),
-        None => format!("item {}", index + 1),
-    }
 }

@@ -1,16 +1,17 @@
-//! How configuration problems are found and worded: positions (`file:line:col`), the
-//! dotted field a position belongs to, serde's messages rewritten in plain words
-//! (`expected an integer`, not `expected i64`), "did you mean" for a misspelt key, and
-//! [`Diag`], which collects every error and warning of one file instead of stopping at
-//! the first.
+//! How configuration problems are worded and placed: [`ConfigError`]
+//! (`file:line:col: message`), and [`Diag`], which collects every error and warning of
+//! one file: the problems reading found (`de`), then those of the checks that run on
+//! what was read, each at its key's or value's position and naming its field.
 //!
-//! Knows TOML text and serde messages; knows nothing about what a valid gateway is.
+//! A check is not reported about a value that was already wrong or missing (reading
+//! put a stand-in there): one mistake, one message.
 
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use super::de::{Problem, What};
+use super::doc::{Doc, KeyPath, Step};
 
 /// A configuration problem: where it is and what is wrong. Errors and warnings alike.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,10 +34,10 @@ impl fmt::Display for ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn at(file: &Path, src: &str, span: Option<Range<usize>>, message: String) -> Self {
+    pub(crate) fn at(file: &Path, src: &str, span: Range<usize>, message: String) -> Self {
         ConfigError {
             file: file.to_path_buf(),
-            position: span.map(|s| line_col(src, s.start)),
+            position: Some(line_col(src, span.start)),
             message,
         }
     }
@@ -51,305 +52,202 @@ impl ConfigError {
     }
 }
 
+/// The text of a configuration file.
+pub(crate) fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::whole(path, format!("cannot read: {e}")))
+}
+
+/// Every syntax error of a file `toml` could not parse.
+pub(crate) fn syntax_errors(
+    file: &Path,
+    src: &str,
+    errors: Vec<toml::de::Error>,
+) -> Vec<ConfigError> {
+    errors
+        .into_iter()
+        .map(|e| {
+            let message = e.message().trim().replace('\n', "; ");
+            let span = e.span().unwrap_or(0..0);
+            ConfigError::at(file, src, span, format!("invalid TOML: {message}"))
+        })
+        .collect()
+}
+
 // === Diag ===
 
-/// Collects the problems of one file, each placed at a span of its text.
+/// Names the elements of an array of tables by one of their keys in messages:
+/// `items` by `sku` reads "field `items.stock` (sku `a`)", or "(item 2)" without one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Label {
+    pub(crate) array: &'static str,
+    pub(crate) key: &'static str,
+    pub(crate) noun: &'static str,
+}
+
+/// Collects the problems of one file.
 pub(crate) struct Diag<'a> {
     pub(crate) file: &'a Path,
-    pub(crate) src: &'a str,
-    pub(crate) errors: Vec<ConfigError>,
-    pub(crate) warnings: Vec<ConfigError>,
+    src: &'a str,
+    doc: &'a Doc<'a>,
+    /// Values reading found wrong or missing: checks are silent about them.
+    flawed: Vec<KeyPath>,
+    label: Option<Label>,
+    errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
 }
 
 impl<'a> Diag<'a> {
-    pub(crate) fn new(file: &'a Path, src: &'a str) -> Diag<'a> {
-        Diag {
+    /// The problems reading found; `flawed` are the values it could not read.
+    pub(crate) fn new(
+        file: &'a Path,
+        src: &'a str,
+        doc: &'a Doc<'a>,
+        problems: Vec<Problem>,
+        flawed: Vec<KeyPath>,
+        label: Option<Label>,
+    ) -> Diag<'a> {
+        let mut d = Diag {
             file,
             src,
+            doc,
+            flawed,
+            label,
             errors: Vec::new(),
             warnings: Vec::new(),
+        };
+        for p in problems {
+            let message = d.word(&p);
+            d.errors.push(ConfigError::at(file, src, p.span, message));
+        }
+        d
+    }
+
+    /// None of `fields` (`table.key`) was wrong or missing: a check may read them.
+    pub(crate) fn sound(&self, fields: &[&str]) -> bool {
+        fields.iter().all(|f| self.sound_path(&KeyPath::parse(f)))
+    }
+
+    fn sound_path(&self, path: &KeyPath) -> bool {
+        !self.flawed.iter().any(|f| f.overlaps(path))
+    }
+
+    /// Whether the file writes `field` (a default is not written).
+    pub(crate) fn is_written(&self, field: &str) -> bool {
+        self.doc.get(&KeyPath::parse(field)).is_some()
+    }
+
+    /// Where `field`'s key is written, else its nearest written table.
+    pub(crate) fn key_span(&self, field: &str) -> Range<usize> {
+        self.doc.key_span(&KeyPath::parse(field))
+    }
+
+    /// Where `field`'s value starts, else [`Diag::key_span`].
+    pub(crate) fn value_span(&self, field: &str) -> Range<usize> {
+        self.doc.value_span(&KeyPath::parse(field))
+    }
+
+    /// An error about `field` at `span`: "field `<field>`: <message>".
+    pub(crate) fn error(&mut self, span: Range<usize>, field: &str, message: impl fmt::Display) {
+        let path = KeyPath::parse(field);
+        if self.sound_path(&path) {
+            let message = format!(
+                "field `{}`{}: {message}",
+                self.name(&path),
+                self.context(&path)
+            );
+            let e = ConfigError::at(self.file, self.src, span, message);
+            self.errors.push(e);
         }
     }
 
-    /// An error at `span`: "field `<field>`: <message>".
-    pub(crate) fn error(
-        &mut self,
-        span: Option<Range<usize>>,
-        field: &str,
-        message: impl fmt::Display,
-    ) {
-        let e = ConfigError::at(
-            self.file,
-            self.src,
-            span,
-            format!("field `{field}`: {message}"),
-        );
-        self.errors.push(e);
-    }
-
-    /// An error at `span` about `field` of one part of the file (e.g. "sku `a`").
-    pub(crate) fn error_in(
-        &mut self,
-        span: Option<Range<usize>>,
-        field: &str,
-        context: &str,
-        message: impl fmt::Display,
-    ) {
-        let message = format!("field `{field}` ({context}): {message}");
-        self.errors
-            .push(ConfigError::at(self.file, self.src, span, message));
-    }
-
-    /// An error at the key `field` (`table.key`), or at its table, wherever the file has it.
+    /// An error at the key `field`, or at its table when the key is not written.
     pub(crate) fn error_at_key(&mut self, field: &str, message: impl fmt::Display) {
-        let span = self.key_span(field);
-        self.error(span, field, message);
+        self.error(self.key_span(field), field, message);
     }
 
-    pub(crate) fn warn(&mut self, span: Option<Range<usize>>, message: String) {
-        let w = ConfigError::at(self.file, self.src, span, message);
-        self.warnings.push(w);
+    /// A warning about `field` at `span`, worded by the caller.
+    pub(crate) fn warn(&mut self, span: Range<usize>, field: &str, message: String) {
+        if self.sound_path(&KeyPath::parse(field)) {
+            let w = ConfigError::at(self.file, self.src, span, message);
+            self.warnings.push(w);
+        }
     }
 
-    /// Where `field` (`table.key`) is written, else where its table starts.
-    pub(crate) fn key_span(&self, field: &str) -> Option<Range<usize>> {
-        find_key(self.src, field).or_else(|| {
-            let (table, _) = field.rsplit_once('.')?;
-            find_table(self.src, table)
-        })
+    pub(crate) fn has_errors(&self) -> bool {
+        !self.errors.is_empty()
     }
 
-    /// A serde error from deserializing this file, worded for people.
-    pub(crate) fn toml_error(&mut self, e: &toml::de::Error, context: Option<&str>) {
-        let err = describe(self.file, self.src, e, context);
-        self.errors.push(err);
-    }
-}
-
-/// Turns a TOML/serde error into a [`ConfigError`] naming the field, in plain words;
-/// `context` (e.g. "sku `phone-black`") is added after the field.
-pub(crate) fn describe(
-    file: &Path,
-    src: &str,
-    e: &toml::de::Error,
-    context: Option<&str>,
-) -> ConfigError {
-    let msg = plain_words(e.message().trim());
-    let field = e.span().and_then(|s| field_at(src, s.start));
-    let msg = match (field, context) {
-        (Some(f), Some(c)) => format!("field `{f}` ({c}): {msg}"),
-        (Some(f), None) => format!("field `{f}`: {msg}"),
-        (None, Some(c)) => format!("{c}: {msg}"),
-        (None, None) => msg,
-    };
-    ConfigError::at(file, src, e.span(), msg)
-}
-
-// === one part of a file ===
-
-/// Deserializes only the value of the top-level key `key` of `src` (None when absent),
-/// skipping the rest, so that each table of a file is checked on its own and one
-/// mistake does not hide the others. Errors keep their position in the whole file.
-pub(crate) fn part<T: DeserializeOwned>(
-    src: &str,
-    key: &str,
-) -> Result<Option<T>, toml::de::Error> {
-    Part::<T> {
-        key,
-        index: None,
-        _t: std::marker::PhantomData,
-    }
-    .deserialize(toml::Deserializer::new(src))
-}
-
-/// Like [`part`] for the `index`th element of the array `key` (an `[[items]]` table).
-pub(crate) fn element<T: DeserializeOwned>(
-    src: &str,
-    key: &str,
-    index: usize,
-) -> Result<Option<T>, toml::de::Error> {
-    Part::<T> {
-        key,
-        index: Some(index),
-        _t: std::marker::PhantomData,
-    }
-    .deserialize(toml::Deserializer::new(src))
-}
-
-struct Part<'k, T> {
-    key: &'k str,
-    index: Option<usize>,
-    _t: std::marker::PhantomData<T>,
-}
-
-impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for Part<'_, T> {
-    type Value = Option<T>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de, T: DeserializeOwned> Visitor<'de> for Part<'_, T> {
-    type Value = Option<T>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a table")
+    /// The errors and warnings, each in file order.
+    pub(crate) fn finish(mut self) -> (Vec<ConfigError>, Vec<ConfigError>) {
+        self.errors.sort_by_key(|e| e.position);
+        self.errors.dedup();
+        self.warnings.sort_by_key(|e| e.position);
+        (self.errors, self.warnings)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<T>, A::Error> {
-        let mut out = None;
-        while let Some(k) = map.next_key::<String>()? {
-            if k != self.key {
-                map.next_value::<IgnoredAny>()?;
-                continue;
+    // --- wording ---
+
+    fn word(&self, p: &Problem) -> String {
+        match (&p.what, p.path.split_last()) {
+            (What::Wrong(m), _) if p.path.is_root() => m.clone(),
+            (What::Wrong(m), _) => {
+                let (name, context) = (self.name(&p.path), self.context(&p.path));
+                format!("field `{name}`{context}: {m}")
             }
-            out = match self.index {
-                None => Some(map.next_value::<T>()?),
-                Some(index) => map.next_value_seed(Nth::<T> {
-                    index,
-                    _t: std::marker::PhantomData,
-                })?,
-            };
-        }
-        Ok(out)
-    }
-}
-
-struct Nth<T> {
-    index: usize,
-    _t: std::marker::PhantomData<T>,
-}
-
-impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for Nth<T> {
-    type Value = Option<T>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de, T: DeserializeOwned> Visitor<'de> for Nth<T> {
-    type Value = Option<T>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array")
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Option<T>, A::Error> {
-        let mut out = None;
-        let mut i = 0;
-        loop {
-            if i == self.index {
-                match seq.next_element::<T>()? {
-                    Some(v) => out = Some(v),
-                    None => break,
-                }
-            } else if seq.next_element::<IgnoredAny>()?.is_none() {
-                break;
+            (What::Unknown(expected), Some((table, Step::Key(key)))) => {
+                self.in_table(&table, words::unknown("key", key, expected))
             }
-            i += 1;
-        }
-        Ok(out)
-    }
-}
-
-// === plain words ===
-
-/// serde's wording (`invalid type: string "ten", expected i64`, `struct LimitsConfig`)
-/// rewritten for someone who edits TOML, with "did you mean" for a misspelt key or value.
-pub(crate) fn plain_words(msg: &str) -> String {
-    if let Some(rest) = msg.strip_prefix("unknown field ") {
-        return unknown("key", rest);
-    }
-    if let Some(rest) = msg.strip_prefix("unknown variant ") {
-        return unknown("value", rest);
-    }
-    if let Some(rest) = msg.strip_prefix("missing field ") {
-        return format!("missing key {rest}");
-    }
-    for prefix in ["invalid type: ", "invalid value: "] {
-        if let Some(rest) = msg.strip_prefix(prefix) {
-            if let Some((found, expected)) = rest.rsplit_once(", expected ") {
-                return format!(
-                    "expected {}, found {}",
-                    expected_words(expected),
-                    found_words(found)
-                );
+            (What::Missing, Some((table, Step::Key(key)))) => {
+                self.in_table(&table, format!("missing required key `{key}`"))
             }
+            // Unknown and missing are always about a key of a table.
+            (what, _) => format!("`{}`: {what:?}", p.path),
         }
     }
-    if let Some(rest) = msg.strip_prefix("invalid length ") {
-        return format!("wrong number of elements: {rest}");
-    }
-    msg.to_string()
-}
 
-/// `` `colour`, expected one of `id`, `name` `` → "unknown key `colour` (expected one
-/// of ...)", or "unknown key `nme`: did you mean `name`?".
-fn unknown(what: &str, rest: &str) -> String {
-    let (name, expected) = rest.split_once(", ").unwrap_or((rest, ""));
-    let candidates = backticked(expected);
-    match did_you_mean(name.trim_matches('`'), &candidates) {
-        Some(best) => format!("unknown {what} {name}: did you mean `{best}`?"),
-        None if candidates.is_empty() => format!("unknown {what} {name}"),
-        None => format!(
-            "unknown {what} {name} (expected one of {})",
-            candidates
-                .iter()
-                .map(|c| format!("`{c}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
-/// The words between backticks.
-fn backticked(s: &str) -> Vec<&str> {
-    s.split('`').skip(1).step_by(2).collect()
-}
-
-/// The closest candidate, when it is close enough to be the intended one.
-pub(crate) fn did_you_mean<'c>(name: &str, candidates: &[&'c str]) -> Option<&'c str> {
-    candidates
-        .iter()
-        .map(|c| (strsim::damerau_levenshtein(name, c), *c))
-        .filter(|(d, c)| *d <= (c.len().max(name.len()) / 3).max(1))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-fn expected_words(expected: &str) -> String {
-    let e = expected.trim();
-    let words = match e {
-        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "an integer",
-        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number (0 or more)",
-        "f32" | "f64" => "a number",
-        "a map" => "a table",
-        "a sequence" => "an array",
-        "a boolean" => "true or false",
-        "a TOML datetime" => "a date-time such as 2026-11-11T00:00:00+08:00",
-        _ if e.starts_with("struct ") || e.starts_with("a map") => "a table",
-        _ if e.starts_with("enum ") => "one of the listed values",
-        _ => e,
-    };
-    words.to_string()
-}
-
-fn found_words(found: &str) -> String {
-    let f = found.trim();
-    for (prefix, words) in [
-        ("string ", "the string "),
-        ("integer ", "the integer "),
-        ("floating point ", "the number "),
-        ("boolean ", ""),
-    ] {
-        if let Some(v) = f.strip_prefix(prefix) {
-            return format!("{words}{}", v.trim_matches('`'));
+    /// "in `server`: <problem>" for a key of a table, the problem alone at the top.
+    fn in_table(&self, table: &KeyPath, problem: String) -> String {
+        if table.is_root() {
+            problem
+        } else {
+            let (name, context) = (self.name(table), self.context(table));
+            format!("in `{name}`{context}: {problem}")
         }
     }
-    match f {
-        "map" => "a table".into(),
-        "sequence" => "an array".into(),
-        _ => f.to_string(),
+
+    /// `items[1].stock` reads `items.stock` when `items` is labelled; others as written.
+    fn name(&self, path: &KeyPath) -> String {
+        match self.labelled(path) {
+            Some(_) => {
+                let keys = path.steps().iter().filter_map(|s| match s {
+                    Step::Key(k) => Some(k.as_str()),
+                    Step::Index(_) => None,
+                });
+                keys.collect::<Vec<_>>().join(".")
+            }
+            None => path.to_string(),
+        }
+    }
+
+    /// " (sku `a`)" or " (item 2)" for a labelled element's values, else nothing.
+    fn context(&self, path: &KeyPath) -> String {
+        let Some((label, index)) = self.labelled(path) else {
+            return String::new();
+        };
+        let element = KeyPath::root().key(label.array).index(index);
+        match self.doc.label(&element, label.key) {
+            Some(name) => format!(" ({name})"),
+            None => format!(" ({} {})", label.noun, index + 1),
+        }
+    }
+
+    /// The label and element index, when `path` is inside an element of its array.
+    fn labelled(&self, path: &KeyPath) -> Option<(Label, usize)> {
+        let label = self.label?;
+        match path.steps() {
+            [Step::Key(array), Step::Index(i), ..] if array == label.array => Some((label, *i)),
+            _ => None,
+        }
     }
 }
 
@@ -363,136 +261,142 @@ pub(crate) fn line_col(src: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// The table a line opens (`[server]`, `[[items]]`), if it is a header.
-fn table_header(line: &str) -> Option<&str> {
-    let t = line.trim();
-    let inner = t.strip_prefix("[[").and_then(|r| r.split("]]").next());
-    inner
-        .or_else(|| t.strip_prefix('[').and_then(|r| r.split(']').next()))
-        .map(str::trim)
-}
+// === plain words ===
 
-/// The dotted path (`server.header_read_timeout`) of the key whose value holds `offset`.
-pub(crate) fn field_at(src: &str, offset: usize) -> Option<String> {
-    let mut table = "";
-    let mut key: Option<&str> = None;
-    let mut start = 0;
-    for line in src.split_inclusive('\n') {
-        if start > offset {
-            break;
-        }
-        if let Some(t) = table_header(line) {
-            table = t;
-            key = None;
-        } else if let Some((k, _)) = line.split_once('=') {
-            let k = k.trim();
-            if !k.is_empty() && !k.starts_with('#') {
-                key = Some(k);
-            }
-        }
-        start += line.len();
-    }
-    let key = key?;
-    Some(if table.is_empty() {
-        key.to_string()
-    } else {
-        format!("{table}.{key}")
-    })
-}
+/// serde's words (`i64`, `struct LimitsConfig`, `sequence`) for someone who edits TOML.
+pub(crate) mod words {
+    use serde::de::{Expected, Unexpected};
+    use toml::de::DeValue;
 
-/// Points at `key =` inside `[table]` (or at a dotted `table.key =`), for errors found
-/// after parsing. `path` is `table.key`, or `key` for a top-level key.
-pub(crate) fn find_key(src: &str, path: &str) -> Option<Range<usize>> {
-    let (table, key) = path.rsplit_once('.').unwrap_or(("", path));
-    let mut current = "";
-    let mut offset = 0;
-    for line in src.split_inclusive('\n') {
-        if let Some(t) = table_header(line) {
-            current = t;
-        } else {
-            let t = line.trim_start();
-            let indent = line.len() - t.len();
-            let wanted = if current == table {
-                Some(key)
-            } else if current.is_empty() {
-                Some(path)
-            } else {
-                None
-            };
-            if let Some(rest) = wanted.and_then(|w| t.strip_prefix(w).map(|r| (w, r))) {
-                if rest.1.trim_start().starts_with('=') {
-                    return Some(offset + indent..offset + indent + rest.0.len());
-                }
-            }
-        }
-        offset += line.len();
+    /// "expected an integer, found the string \"ten\"".
+    pub(crate) fn mismatch(found: Unexpected<'_>, expected: &dyn Expected) -> String {
+        format!(
+            "expected {}, found {}",
+            self::expected(&expected.to_string()),
+            found_words(found)
+        )
     }
-    None
-}
 
-/// Points at the header `[table]`.
-pub(crate) fn find_table(src: &str, table: &str) -> Option<Range<usize>> {
-    let mut offset = 0;
-    for line in src.split_inclusive('\n') {
-        if table_header(line) == Some(table) {
-            let indent = line.len() - line.trim_start().len();
-            return Some(offset + indent..offset + line.trim_end().len());
-        }
-        offset += line.len();
+    /// What a Rust type's visitor expects, as a TOML value.
+    pub(crate) fn expected(expected: &str) -> String {
+        let e = expected.trim();
+        let words = match e {
+            "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "an integer",
+            "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number (0 or more)",
+            "f32" | "f64" => "a number",
+            "a map" => "a table",
+            "a sequence" => "an array",
+            "a boolean" => "true or false",
+            "a borrowed string" => "a string",
+            "a TOML datetime" => "a date-time such as 2026-11-11T00:00:00+08:00",
+            _ if e.starts_with("struct ") || e.starts_with("a map") => "a table",
+            _ if e.starts_with("enum ") => "one of the listed values",
+            _ => e,
+        };
+        words.to_string()
     }
-    None
+
+    fn found_words(found: Unexpected<'_>) -> String {
+        match found {
+            Unexpected::Str(s) => format!("the string {s:?}"),
+            Unexpected::Signed(i) => format!("the integer {i}"),
+            Unexpected::Unsigned(u) => format!("the integer {u}"),
+            Unexpected::Float(f) => format!("the number {f}"),
+            Unexpected::Bool(b) => b.to_string(),
+            Unexpected::Map => "a table".into(),
+            Unexpected::Seq => "an array".into(),
+            other => other.to_string(),
+        }
+    }
+
+    /// A TOML value, as [`mismatch`] words what it found.
+    pub(crate) fn found_value(value: &DeValue<'_>) -> String {
+        match value {
+            DeValue::String(s) => format!("the string {s:?}"),
+            DeValue::Integer(i) => format!("the integer {i}"),
+            DeValue::Float(f) => format!("the number {f}"),
+            DeValue::Boolean(b) => b.to_string(),
+            DeValue::Datetime(_) => "a date-time".into(),
+            DeValue::Array(_) => "an array".into(),
+            DeValue::Table(_) => "a table".into(),
+        }
+    }
+
+    /// "unknown key `nme`: did you mean `name`?", or the keys there are.
+    pub(crate) fn unknown(what: &str, name: &str, expected: &[&str]) -> String {
+        match did_you_mean(name, expected) {
+            Some(best) => format!("unknown {what} `{name}`: did you mean `{best}`?"),
+            None if expected.is_empty() => format!("unknown {what} `{name}`"),
+            None => format!(
+                "unknown {what} `{name}` (expected one of {})",
+                listed(expected)
+            ),
+        }
+    }
+
+    /// "`a`, `b`, `c`".
+    pub(crate) fn listed(names: &[&str]) -> String {
+        let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+        quoted.join(", ")
+    }
+
+    /// The closest candidate, when it is close enough to be the intended one.
+    pub(crate) fn did_you_mean<'c>(name: &str, candidates: &[&'c str]) -> Option<&'c str> {
+        candidates
+            .iter()
+            .map(|c| (strsim::damerau_levenshtein(name, c), *c))
+            .filter(|(d, c)| *d <= (c.len().max(name.len()) / 3).max(1))
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, c)| c)
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::words::*;
     use super::*;
+    use serde::de::Unexpected;
 
     #[test]
     fn rust_types_become_plain_words() {
+        let m = |found, expected: &str| mismatch(found, &expected);
         assert_eq!(
-            plain_words("invalid type: string \"ten\", expected i64"),
+            m(Unexpected::Str("ten"), "i64"),
             "expected an integer, found the string \"ten\""
         );
         assert_eq!(
-            plain_words("invalid type: integer `5`, expected struct LimitsConfig"),
+            m(Unexpected::Signed(5), "struct LimitsConfig"),
             "expected a table, found the integer 5"
         );
         assert_eq!(
-            plain_words("invalid value: integer `-1`, expected u32"),
+            m(Unexpected::Signed(-1), "u32"),
             "expected a whole number (0 or more), found the integer -1"
         );
         assert_eq!(
-            plain_words("invalid type: sequence, expected a string"),
+            m(Unexpected::Seq, "a string"),
             "expected a string, found an array"
-        );
-        assert_eq!(
-            plain_words("missing field `listen`"),
-            "missing key `listen`"
         );
     }
 
     #[test]
-    fn a_misspelt_key_gets_a_suggestion() {
+    fn a_misspelt_name_gets_a_suggestion() {
         assert_eq!(
-            plain_words("unknown field `max_inflght`, expected one of `listen`, `max_inflight`"),
+            unknown("key", "max_inflght", &["listen", "max_inflight"]),
             "unknown key `max_inflght`: did you mean `max_inflight`?"
         );
         assert_eq!(
-            plain_words("unknown variant `jwx`, expected `jwt` or `header`"),
+            unknown("value", "jwx", &["jwt", "header"]),
             "unknown value `jwx`: did you mean `jwt`?"
         );
     }
 
     #[test]
-    fn a_key_far_from_every_candidate_lists_them() {
+    fn a_name_far_from_every_candidate_lists_them() {
         assert_eq!(
-            plain_words("unknown field `colour`, expected `id` or `name`"),
+            unknown("key", "colour", &["id", "name"]),
             "unknown key `colour` (expected one of `id`, `name`)"
         );
-        assert_eq!(
-            plain_words("unknown field `x`, there are no fields"),
-            "unknown key `x`"
-        );
+        assert_eq!(unknown("key", "x", &[]), "unknown key `x`");
     }
 
     #[test]
@@ -502,32 +406,5 @@ mod tests {
         assert_eq!(line_col(src, src.find('b').unwrap()), (3, 1));
         assert_eq!(line_col(src, src.find('2').unwrap()), (3, 5));
         assert_eq!(line_col("# é x", "# é ".len()), (1, 5));
-    }
-
-    #[test]
-    fn part_reads_one_table_and_keeps_positions() {
-        #[derive(serde::Deserialize, Debug)]
-        #[serde(deny_unknown_fields)]
-        struct T {
-            #[allow(dead_code)]
-            n: i64,
-        }
-        let src = "[a]\nn = 1\n[b]\nn = \"x\"\n";
-        assert!(part::<T>(src, "a").unwrap().is_some());
-        assert!(part::<T>(src, "c").unwrap().is_none());
-        let e = part::<T>(src, "b").unwrap_err();
-        assert_eq!(line_col(src, e.span().unwrap().start), (4, 5));
-    }
-
-    #[test]
-    fn element_reads_one_item() {
-        #[derive(serde::Deserialize, Debug)]
-        struct T {
-            n: i64,
-        }
-        let src = "[[i]]\nn = \"x\"\n[[i]]\nn = 2\n";
-        assert_eq!(element::<T>(src, "i", 1).unwrap().unwrap().n, 2);
-        assert!(element::<T>(src, "i", 0).is_err());
-        assert!(element::<T>(src, "i", 2).unwrap().is_none());
     }
 }

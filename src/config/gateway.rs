@@ -1,37 +1,40 @@
-//! `gateway.toml`: each table read on its own (one mistake does not hide the next), every
-//! check `serve` relies on (URLs, header names, limits), and the secrets the file names.
+//! `gateway.toml`: read with every problem collected, every check `serve` relies on
+//! (URLs, header names, limits, the files it names), and the campaigns it points at.
 //! Whatever `serve` would refuse at start is refused here, with its position.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use http::Uri;
-use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use toml::Spanned;
 
 use super::campaign::check_campaigns;
-use super::diagnostics::{part, Diag};
+use super::diagnostics::{read, syntax_errors, Diag};
+use super::doc::Doc;
 use super::{
-    read, AdminConfig, Config, IdentityConfig, IdentityMode, JwtAlgorithm, LimitsConfig,
-    OrdersConfig, PaymentConfig, RedisConfig, Report, SecretSource, Secrets, SentinelConfig,
-    ServerConfig, SinkKind, UpstreamConfig,
+    de, secrets, AdminConfig, Config, IdentityConfig, IdentityMode, JwtAlgorithm, LimitsConfig,
+    OrdersConfig, PaymentConfig, RedisConfig, Report, SecretSource, SentinelConfig, ServerConfig,
+    SinkKind, UpstreamConfig,
 };
 
-/// The top-level keys, only to refuse an unknown one (each table is read by [`part`]).
+/// gateway.toml as written: its tables, each with its keys' defaults.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // read for its errors only
-struct GatewayFile {
-    server: Option<IgnoredAny>,
-    redis: Option<IgnoredAny>,
-    upstream: Option<IgnoredAny>,
-    identity: Option<IgnoredAny>,
-    limits: Option<IgnoredAny>,
-    payment: Option<IgnoredAny>,
-    admin: Option<IgnoredAny>,
-    orders: Option<IgnoredAny>,
-    campaigns_dir: Option<IgnoredAny>,
+pub(super) struct GatewayFile {
+    pub(super) server: ServerConfig,
+    pub(super) redis: RedisConfig,
+    pub(super) upstream: UpstreamConfig,
+    pub(super) identity: IdentityConfig,
+    #[serde(default)]
+    pub(super) limits: LimitsConfig,
+    #[serde(default)]
+    pub(super) payment: PaymentConfig,
+    #[serde(default)]
+    pub(super) admin: AdminConfig,
+    #[serde(default)]
+    pub(super) orders: OrdersConfig,
+    campaigns_dir: Option<Spanned<String>>,
 }
 
 pub(super) fn check(path: &Path, source: SecretSource<'_>, now: OffsetDateTime) -> Report {
@@ -39,159 +42,94 @@ pub(super) fn check(path: &Path, source: SecretSource<'_>, now: OffsetDateTime) 
         Ok(s) => s,
         Err(e) => return Report::failed(vec![e], Vec::new()),
     };
-    let mut d = Diag::new(path, &src);
-    if let Err(e) = src.parse::<toml::Table>() {
-        d.toml_error(&e, None);
-        return Report::failed(d.errors, d.warnings);
-    }
-    let mut parsed = parse(&mut d);
-    let dir = campaigns_dir(&mut d);
-    let secrets = secrets(&mut d, &parsed, source);
-    validate(&mut d, &parsed);
+    let doc = match Doc::parse(&src) {
+        Ok(doc) => doc,
+        Err(errors) => return Report::failed(syntax_errors(path, &src, errors), Vec::new()),
+    };
+    let read = de::read::<GatewayFile>(&doc);
+    let mut d = Diag::new(path, &src, &doc, read.problems, read.flawed, None);
+    let Some(mut g) = read.value else {
+        let (errors, warnings) = d.finish();
+        return Report::failed(errors, warnings);
+    };
+    validate(&mut d, &g);
+    let secrets = secrets::read(&mut d, &g, source);
     let base = path.parent().unwrap_or(Path::new("."));
-    resolve_files(&mut d, &mut parsed, base);
-    // File order, whichever check found them.
-    d.errors.sort_by_key(|e| e.position);
-    d.warnings.sort_by_key(|e| e.position);
-    d.errors.dedup();
-
+    resolve_files(&mut d, &mut g, base);
     // The campaigns are checked even when gateway.toml has errors: report them all.
-    let dir = dir.map(|dir| {
-        let full = base.join(dir.as_ref().map_or("campaigns", |d| d.get_ref()));
-        if !full.is_dir() {
-            let msg = format!("{} is not a directory", full.display());
-            d.error(dir.map(|d| d.span()), "campaigns_dir", msg);
-        }
-        full
-    });
-    let (mut errors, mut warnings) = (d.errors, d.warnings);
-    let found = dir.ok().filter(|dir| dir.is_dir()).map(|dir| {
-        let mut found = check_campaigns(&dir, now);
-        errors.append(&mut found.errors);
-        warnings.append(&mut found.warnings);
-        (dir, found.campaigns)
-    });
-    let config = (|| {
-        let (campaigns_dir, campaigns) = found?;
-        let g = parsed;
-        Some(Config {
-            path: path.to_path_buf(),
-            server: g.server?,
-            redis: g.redis?,
-            upstream: g.upstream?,
-            identity: g.identity?,
-            limits: g.limits?,
-            payment: g.payment?,
-            admin: g.admin?,
-            orders: g.orders?,
-            campaigns_dir,
-            campaigns,
-            secrets,
-        })
-    })();
-    match config {
-        Some(config) if errors.is_empty() => Report {
-            config: Ok(config),
-            warnings,
-        },
-        _ => Report::failed(errors, warnings),
+    let dir = campaigns_dir(&mut d, &g, base);
+    let (mut errors, mut warnings) = d.finish();
+    let Some(campaigns_dir) = dir else {
+        return Report::failed(errors, warnings);
+    };
+    let mut found = check_campaigns(&campaigns_dir, now);
+    errors.append(&mut found.errors);
+    warnings.append(&mut found.warnings);
+    if !errors.is_empty() {
+        return Report::failed(errors, warnings);
+    }
+    let config = Config {
+        path: path.to_path_buf(),
+        server: g.server,
+        redis: g.redis,
+        upstream: g.upstream,
+        identity: g.identity,
+        limits: g.limits,
+        payment: g.payment,
+        admin: g.admin,
+        orders: g.orders,
+        campaigns_dir,
+        campaigns: found.campaigns,
+        secrets,
+    };
+    Report {
+        config: Ok(config),
+        warnings,
     }
 }
 
-/// gateway.toml's tables, each parsed on its own; `None` where it failed (reported).
-struct Parsed {
-    server: Option<ServerConfig>,
-    redis: Option<RedisConfig>,
-    upstream: Option<UpstreamConfig>,
-    identity: Option<IdentityConfig>,
-    limits: Option<LimitsConfig>,
-    payment: Option<PaymentConfig>,
-    admin: Option<AdminConfig>,
-    orders: Option<OrdersConfig>,
-}
-
-fn parse(d: &mut Diag<'_>) -> Parsed {
-    if let Err(e) = toml::from_str::<GatewayFile>(d.src) {
-        d.toml_error(&e, None);
+/// `campaigns_dir`, relative to gateway.toml: at the top level, or after `[orders]`
+/// where the documented example writes it (which TOML files under `[orders]`). `None`
+/// (reported) when it is wrong or not a directory.
+fn campaigns_dir(d: &mut Diag<'_>, g: &GatewayFile, base: &Path) -> Option<PathBuf> {
+    if !d.sound(&["campaigns_dir", "orders.campaigns_dir"]) {
+        return None;
     }
-    Parsed {
-        server: required(d, "server"),
-        redis: required(d, "redis"),
-        upstream: required(d, "upstream"),
-        identity: required(d, "identity"),
-        limits: optional(d, "limits"),
-        payment: optional(d, "payment"),
-        admin: optional(d, "admin"),
-        orders: optional(d, "orders"),
+    let (field, dir) = match (&g.campaigns_dir, &g.orders.campaigns_dir) {
+        (Some(dir), _) => ("campaigns_dir", Some(dir)),
+        (None, Some(dir)) => ("orders.campaigns_dir", Some(dir)),
+        (None, None) => ("campaigns_dir", None),
+    };
+    let full = base.join(dir.map_or("campaigns", |d| d.get_ref()));
+    if full.is_dir() {
+        return Some(full);
     }
-}
-
-/// `campaigns_dir`: at the top level, or after `[orders]` where the documented example puts it
-/// (which TOML files under `[orders]`). Read apart from `[orders]`' other keys, so a
-/// mistake there does not stop the campaigns from being checked. `Err` if it is not a
-/// string (reported).
-#[allow(clippy::result_unit_err)]
-fn campaigns_dir(d: &mut Diag<'_>) -> Result<Option<Spanned<String>>, ()> {
-    #[derive(Deserialize)]
-    struct OrdersDir {
-        campaigns_dir: Option<Spanned<String>>,
-    }
-    let top =
-        part::<Spanned<String>>(d.src, "campaigns_dir").map_err(|e| d.toml_error(&e, None))?;
-    if top.is_some() {
-        return Ok(top);
-    }
-    let orders = part::<OrdersDir>(d.src, "orders").map_err(|e| d.toml_error(&e, None))?;
-    Ok(orders.and_then(|o| o.campaigns_dir))
-}
-
-fn required<T: DeserializeOwned>(d: &mut Diag<'_>, table: &str) -> Option<T> {
-    match part::<T>(d.src, table) {
-        Ok(Some(t)) => Some(t),
-        Ok(None) => {
-            let msg = format!("missing table [{table}]");
-            d.errors.push(super::ConfigError::whole(d.file, msg));
-            None
-        }
-        Err(e) => {
-            d.toml_error(&e, None);
-            None
-        }
-    }
-}
-
-fn optional<T: DeserializeOwned + Default>(d: &mut Diag<'_>, table: &str) -> Option<T> {
-    part::<T>(d.src, table)
-        .map(Option::unwrap_or_default)
-        .map_err(|e| d.toml_error(&e, None))
-        .ok()
+    let span = dir.map_or(0..0, |d| d.span());
+    d.error(
+        span,
+        field,
+        format!("{} is not a directory", full.display()),
+    );
+    None
 }
 
 // === checks beyond the types ===
 
-/// Each table that parsed, checked on its own.
-fn validate(d: &mut Diag<'_>, g: &Parsed) {
-    if g.server.as_ref().is_some_and(|s| s.max_body_bytes == 0) {
+/// The rules beyond the types, table by table. `Diag` keeps each silent about a value
+/// reading already reported; a rule that reads another key asks [`Diag::sound`] first.
+fn validate(d: &mut Diag<'_>, g: &GatewayFile) {
+    if g.server.max_body_bytes == 0 {
         d.error_at_key("server.max_body_bytes", "must be > 0");
     }
-    if let Some(limits) = &g.limits {
-        check_limits(d, limits);
+    check_limits(d, &g.limits);
+    check_redis(d, &g.redis);
+    check_upstream(d, &g.upstream);
+    let header = &g.identity.header;
+    if let Err(e) = http::HeaderName::from_bytes(header.as_bytes()) {
+        let msg = format!("{header:?} is not a valid HTTP header name: {e}");
+        d.error_at_key("identity.header", msg);
     }
-    if let Some(redis) = &g.redis {
-        check_redis(d, redis);
-    }
-    if let Some(upstream) = &g.upstream {
-        check_upstream(d, upstream);
-    }
-    if let Some(identity) = &g.identity {
-        if let Err(e) = http::HeaderName::from_bytes(identity.header.as_bytes()) {
-            let msg = format!("{:?} is not a valid HTTP header name: {e}", identity.header);
-            d.error_at_key("identity.header", msg);
-        }
-    }
-    if let Some(orders) = &g.orders {
-        check_orders(d, orders);
-    }
+    check_orders(d, &g.orders);
 }
 
 fn check_limits(d: &mut Diag<'_>, limits: &LimitsConfig) {
@@ -209,19 +147,17 @@ fn check_redis(d: &mut Diag<'_>, redis: &RedisConfig) {
     if redis.key_prefix.is_empty() || redis.key_prefix.contains(['{', '}']) {
         d.error_at_key("redis.key_prefix", "must be non-empty, without braces");
     }
-    let urls = std::iter::once(("redis.url", &redis.url))
-        .chain(redis.cluster_urls.iter().map(|u| ("redis.cluster_urls", u)))
-        .chain(
-            redis
-                .sentinel
-                .iter()
-                .flat_map(|s| &s.urls)
-                .map(|u| ("redis.sentinel", u)),
-        );
+    let sentinels = redis.sentinel.iter().flat_map(|s| &s.urls);
+    let urls = std::iter::once(("redis.url".to_owned(), &redis.url))
+        .chain(indexed("redis.cluster_urls", &redis.cluster_urls))
+        .chain(indexed("redis.sentinel.urls", sentinels));
     for (field, url) in urls {
         if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
-            d.error_at_key(field, format!("invalid Redis URL {url:?}: {e}"));
+            d.error_at_key(&field, format!("invalid Redis URL {url:?}: {e}"));
         }
+    }
+    if !d.sound(&["redis.sentinel", "redis.cluster_urls", "redis.url"]) {
+        return;
     }
     if let Some(s) = &redis.sentinel {
         check_sentinel(d, redis, s);
@@ -240,28 +176,38 @@ fn check_redis(d: &mut Diag<'_>, redis: &RedisConfig) {
     }
 }
 
+/// Each element of an array with its path (`redis.cluster_urls[1]`).
+fn indexed<'a, T: 'a>(
+    field: &'a str,
+    elements: impl IntoIterator<Item = &'a T> + 'a,
+) -> impl Iterator<Item = (String, &'a T)> + 'a {
+    let elements = elements.into_iter().enumerate();
+    elements.map(move |(i, e)| (format!("{field}[{i}]"), e))
+}
+
 /// One way to reach Redis: the sentinels replace `url` and exclude a cluster, and the
 /// master is reached like the sentinels, so they all speak TLS or none does.
 fn check_sentinel(d: &mut Diag<'_>, redis: &RedisConfig, s: &SentinelConfig) {
-    let field = "redis.sentinel";
-    if super::diagnostics::find_key(d.src, "redis.url").is_some() {
-        d.error_at_key(
-            "redis.url",
-            "redis.sentinel replaces redis.url: set one of them",
-        );
+    if d.is_written("redis.url") {
+        let msg = "redis.sentinel replaces redis.url: set one of them";
+        d.error_at_key("redis.url", msg);
     }
     if !redis.cluster_urls.is_empty() {
-        d.error_at_key(field, "Sentinel and redis.cluster_urls exclude each other");
+        let msg = "Sentinel and redis.cluster_urls exclude each other";
+        d.error_at_key("redis.sentinel", msg);
     }
     if s.master.trim().is_empty() {
-        d.error_at_key(field, "master must name the master the sentinels monitor");
+        let msg = "master must name the master the sentinels monitor";
+        d.error_at_key("redis.sentinel.master", msg);
     }
+    let field = "redis.sentinel.urls";
     if s.urls.is_empty() {
         d.error_at_key(field, "urls must list at least one sentinel");
     }
     let tls = |u: &String| u.starts_with("rediss://");
     if s.urls.iter().any(tls) && !s.urls.iter().all(tls) {
-        d.error_at_key(field, "urls mix rediss:// and other schemes: the master is reached like the sentinels, so use one");
+        let msg = "urls mix rediss:// and other schemes: the master is reached like the sentinels, so use one";
+        d.error_at_key(field, msg);
     }
 }
 
@@ -290,35 +236,32 @@ fn check_upstream(d: &mut Diag<'_>, upstream: &UpstreamConfig) {
 /// broken one is a configuration error with its key, not a failure at start:
 /// `upstream.ca_file`, `redis.ca_file`, `orders.postgres_ca_file` and
 /// `identity.jwt_public_keys`.
-fn resolve_files(d: &mut Diag<'_>, g: &mut Parsed, base: &Path) {
+fn resolve_files(d: &mut Diag<'_>, g: &mut GatewayFile, base: &Path) {
     let ca_files = [
-        (
-            "upstream.ca_file",
-            g.upstream.as_mut().map(|u| &mut u.ca_file),
-        ),
-        ("redis.ca_file", g.redis.as_mut().map(|r| &mut r.ca_file)),
-        (
-            "orders.postgres_ca_file",
-            g.orders.as_mut().map(|o| &mut o.postgres_ca_file),
-        ),
+        ("upstream.ca_file", &mut g.upstream.ca_file),
+        ("redis.ca_file", &mut g.redis.ca_file),
+        ("orders.postgres_ca_file", &mut g.orders.postgres_ca_file),
     ];
     for (field, ca) in ca_files {
-        if let Some(ca) = ca.and_then(Option::as_mut) {
+        if let Some(ca) = ca.as_mut().filter(|_| d.sound(&[field])) {
             *ca = base.join(&*ca);
             if let Err(e) = crate::tls::read_ca_file(ca) {
                 d.error_at_key(field, e);
             }
         }
     }
-    if let Some(identity) = g.identity.as_mut() {
-        if let Err(m) = check_public_keys(identity, base) {
-            const FIELD: &str = "identity.jwt_public_keys";
-            // At the key when it is there, else at the algorithm that asks for it.
-            let span = d
-                .key_span(FIELD)
-                .or_else(|| d.key_span("identity.jwt_algorithm"));
-            d.error(span, FIELD, m);
-        }
+    const FIELD: &str = "identity.jwt_public_keys";
+    if !d.sound(&["identity.mode", "identity.jwt_algorithm", FIELD]) {
+        return;
+    }
+    if let Err(m) = check_public_keys(&mut g.identity, base) {
+        // At the key when it is there, else at the algorithm that asks for it.
+        let key = if d.is_written(FIELD) {
+            FIELD
+        } else {
+            "identity.jwt_algorithm"
+        };
+        d.error(d.key_span(key), FIELD, m);
     }
 }
 
@@ -374,6 +317,9 @@ fn check_orders(d: &mut Diag<'_>, orders: &OrdersConfig) {
             d.error_at_key(field, "must be greater than zero");
         }
     }
+    if !d.sound(&["orders.sink", "orders.http_url"]) {
+        return;
+    }
     match (&orders.http_url, orders.sink) {
         (None, SinkKind::Http) => {
             let span = d.key_span("orders.sink");
@@ -409,102 +355,4 @@ fn absolute_url(url: &str, schemes: &[&str]) -> Result<(), String> {
         return Err("has no host".into());
     }
     Ok(())
-}
-
-// === secrets ===
-
-/// Whether identity needs the HMAC secret (`identity.jwt_secret_env`): HS256 JWTs only.
-fn needs_jwt_secret(identity: &IdentityConfig) -> bool {
-    identity.mode == IdentityMode::Jwt && identity.jwt_algorithm == JwtAlgorithm::HS256
-}
-
-/// Reads every secret the configuration names and uses. A named variable that is unset
-/// or empty is an error at the key that names it: the gateway never runs with
-/// an open admin API or an unsigned hand-off by accident.
-fn secrets(d: &mut Diag<'_>, g: &Parsed, source: SecretSource<'_>) -> Secrets {
-    let mut need = |field: &str, var: &str, what: &str| -> Option<String> {
-        if var.trim().is_empty() {
-            d.error_at_key(field, "must name an environment variable");
-            return None;
-        }
-        let SecretSource::Env(lookup) = source else {
-            return None;
-        };
-        let value = lookup(var).filter(|v| !v.trim().is_empty());
-        if value.is_none() {
-            let msg = format!("environment variable {var} is not set or empty; it holds {what}");
-            d.error_at_key(field, msg);
-        }
-        value
-    };
-    let mut s = Secrets::default();
-    if let Some(identity) = g.identity.as_ref().filter(|i| needs_jwt_secret(i)) {
-        s.jwt_secret = need(
-            "identity.jwt_secret_env",
-            &identity.jwt_secret_env,
-            "the key that verifies buyers' JWTs (identity.mode = \"jwt\")",
-        );
-    }
-    if let Some(payment) = &g.payment {
-        s.payment_secret = need(
-            "payment.secret_env",
-            &payment.secret_env,
-            "the key that verifies payment callbacks",
-        );
-    }
-    if let Some(var) = g.admin.as_ref().and_then(|a| a.token_env.as_ref()) {
-        s.admin_token = need(
-            "admin.token_env",
-            var,
-            "the token /admin/* requires (remove `token_env` to run the admin API without auth)",
-        );
-    }
-    let orders = g.orders.as_ref();
-    match orders.map(|o| o.sink) {
-        Some(SinkKind::Http) => {
-            s.sink_secret = need(
-                "orders.http_secret_env",
-                orders.map_or("", |o| &o.http_secret_env),
-                "the key that signs the orders sent to orders.http_url",
-            );
-        }
-        Some(SinkKind::Postgres) => {
-            s.postgres_url = need(
-                "orders.postgres_url_env",
-                orders.map_or("", |o| &o.postgres_url_env),
-                "the PostgreSQL connection URL (orders.sink = \"postgres\")",
-            );
-        }
-        None => {}
-    }
-    if let (Some(url), Some(o)) = (&s.postgres_url, orders) {
-        // Never echo the value: it may hold a password.
-        let var = &o.postgres_url_env;
-        match url.parse::<tokio_postgres::Config>() {
-            Err(e) => d.error_at_key(
-                "orders.postgres_url_env",
-                format!("{var} is not a PostgreSQL connection URL: {e}"),
-            ),
-            Ok(pg) if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Disable => {
-                if o.postgres_ca_file.is_some() {
-                    let span = d.key_span("orders.postgres_ca_file");
-                    let msg = format!(
-                        "orders.postgres_ca_file is not used: {var} has sslmode=disable (no TLS)"
-                    );
-                    d.warn(span, msg);
-                }
-            }
-            Ok(_) => {}
-        }
-    }
-    if g.admin.as_ref().is_some_and(|a| a.token_env.is_none()) {
-        let span = super::diagnostics::find_table(d.src, "admin");
-        let listen = g.server.as_ref().map(|s| s.admin_listen.to_string());
-        let msg = format!(
-            "no `admin.token_env`: /admin/* (reload, stock, pause, replay) is open to anyone who reaches admin_listen {}",
-            listen.as_deref().unwrap_or("")
-        );
-        d.warn(span, msg);
-    }
-    s
 }

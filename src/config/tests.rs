@@ -167,6 +167,8 @@ fn assert_error(err: &ConfigError, file: &Path, (line, col): (usize, usize), fie
     assert!(shown.ends_with(&err.message), "Display {shown:?}");
 }
 
+mod one_pass;
+
 // === the example configuration ===
 
 fn example(relative: &str) -> PathBuf {
@@ -389,18 +391,19 @@ fn bad_duration_names_field() {
 }
 
 #[test]
-fn bad_cidr_points_at_list() {
+fn bad_cidr_points_at_the_element() {
     let gw = GATEWAY.replace("10.0.0.0/8", "10.0.0.0/33");
     let (fx, err) = gateway_err(&gw);
-    let at = pos_after(&gw, "trusted_proxies = ");
+    let at = pos_of(&gw, "\"10.0.0.0/33\"");
     assert_error(&err, &fx.gateway(), at, "invalid CIDR \"10.0.0.0/33\"");
+    assert!(err.message.contains("server.trusted_proxies[1]"), "{err}");
 }
 
 #[test]
 fn bad_cidr_names_field() {
     let gw = GATEWAY.replace("10.0.0.0/8", "10.0.0.0/33");
     let (fx, err) = gateway_err(&gw);
-    let at = pos_after(&gw, "trusted_proxies = ");
+    let at = pos_of(&gw, "\"10.0.0.0/33\"");
     assert_error(&err, &fx.gateway(), at, "trusted_proxies");
 }
 
@@ -717,14 +720,14 @@ fn bad_redis_url_points_at_it() {
 }
 
 #[test]
-fn bad_cluster_url_points_at_the_list() {
+fn bad_cluster_url_points_at_the_element() {
     let gw = GATEWAY.replace(
         "url = \"redis://127.0.0.1:6379/0\"",
         "url = \"redis://127.0.0.1:6379/0\"\ncluster_urls = [\"redis://127.0.0.1:7000\", \"tcp://x\"]",
     );
     let (fx, err) = gateway_err(&gw);
-    let at = pos_of(&gw, "cluster_urls");
-    assert_error(&err, &fx.gateway(), at, "redis.cluster_urls");
+    let at = pos_of(&gw, "\"tcp://x\"");
+    assert_error(&err, &fx.gateway(), at, "redis.cluster_urls[1]");
     assert!(err.message.contains("tcp://x"), "{err}");
 }
 
