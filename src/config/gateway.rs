@@ -14,8 +14,8 @@ use super::campaign::check_campaigns;
 use super::diagnostics::{part, Diag};
 use super::{
     read, AdminConfig, Config, IdentityConfig, IdentityMode, JwtAlgorithm, LimitsConfig,
-    OrdersConfig, PaymentConfig, RedisConfig, Report, SecretSource, Secrets, SentinelConfig,
-    ServerConfig, SinkKind, UpstreamConfig,
+    OrdersConfig, PaymentConfig, RabbitmqConfig, RedisConfig, Report, SecretSource, Secrets,
+    SentinelConfig, ServerConfig, SinkKind, UpstreamConfig,
 };
 
 /// The top-level keys, only to refuse an unknown one (each table is read by [`part`]).
@@ -288,19 +288,21 @@ fn check_upstream(d: &mut Diag<'_>, upstream: &UpstreamConfig) {
 
 /// The files gateway.toml names, made relative to it and read now, so a missing or
 /// broken one is a configuration error with its key, not a failure at start:
-/// `upstream.ca_file`, `redis.ca_file`, `orders.postgres_ca_file` and
-/// `identity.jwt_public_keys`.
+/// `upstream.ca_file`, `redis.ca_file`, `orders.postgres_ca_file`,
+/// `orders.rabbitmq_ca_file` and `identity.jwt_public_keys`.
 fn resolve_files(d: &mut Diag<'_>, g: &mut Parsed, base: &Path) {
+    let (pg_ca, amqp_ca) = match g.orders.as_mut() {
+        Some(o) => (Some(&mut o.postgres_ca_file), Some(&mut o.rabbitmq_ca_file)),
+        None => (None, None),
+    };
     let ca_files = [
         (
             "upstream.ca_file",
             g.upstream.as_mut().map(|u| &mut u.ca_file),
         ),
         ("redis.ca_file", g.redis.as_mut().map(|r| &mut r.ca_file)),
-        (
-            "orders.postgres_ca_file",
-            g.orders.as_mut().map(|o| &mut o.postgres_ca_file),
-        ),
+        ("orders.postgres_ca_file", pg_ca),
+        ("orders.rabbitmq_ca_file", amqp_ca),
     ];
     for (field, ca) in ca_files {
         if let Some(ca) = ca.and_then(Option::as_mut) {
@@ -389,6 +391,53 @@ fn check_orders(d: &mut Diag<'_>, orders: &OrdersConfig) {
     if orders.postgres_ca_file.is_some() && orders.sink != SinkKind::Postgres {
         d.error_at_key("orders.postgres_ca_file", "only for sink = \"postgres\"");
     }
+    if orders.rabbitmq_ca_file.is_some() && orders.sink != SinkKind::Rabbitmq {
+        d.error_at_key("orders.rabbitmq_ca_file", "only for sink = \"rabbitmq\"");
+    }
+    check_rabbitmq_names(d, &orders.rabbitmq);
+}
+
+/// AMQP names are short strings: at most 255 bytes. The exchange and the queue are
+/// named (an empty name is the default exchange, or a queue the broker names itself).
+fn check_rabbitmq_names(d: &mut Diag<'_>, names: &RabbitmqConfig) {
+    for (key, value, may_be_empty) in [
+        ("exchange", &names.exchange, false),
+        ("routing_key", &names.routing_key, true),
+        ("queue", &names.queue, false),
+    ] {
+        let problem = if value.is_empty() && !may_be_empty {
+            "must not be empty"
+        } else if value.len() > 255 {
+            "must be at most 255 bytes"
+        } else {
+            continue;
+        };
+        let field = format!("orders.rabbitmq.{key}");
+        // `[orders.rabbitmq]` written as a table, else the inline `rabbitmq = { .. }`.
+        let span = d.key_span(&field).or_else(|| d.key_span("orders.rabbitmq"));
+        d.error(span, &field, problem);
+    }
+}
+
+/// What is wrong with the broker URL, in words that never repeat it (it may hold a
+/// password): the scheme, AMQP's own parse, and a host.
+fn check_amqp_url(url: &str) -> Result<(), String> {
+    match url.split_once("://") {
+        Some(("amqp" | "amqps", _)) => {}
+        _ => return Err("must be an amqp:// or amqps:// URL".into()),
+    }
+    if let Err(e) = url.parse::<lapin::uri::AMQPUri>() {
+        let e = if e.contains(url) {
+            "malformed".into()
+        } else {
+            e
+        };
+        return Err(format!("is not an AMQP URL: {e}"));
+    }
+    match url.parse::<Uri>() {
+        Ok(uri) if uri.host().is_some_and(|h| !h.is_empty()) => Ok(()),
+        _ => Err("has no host".into()),
+    }
 }
 
 /// `url` parses, has one of `schemes` and a host.
@@ -475,7 +524,20 @@ fn secrets(d: &mut Diag<'_>, g: &Parsed, source: SecretSource<'_>) -> Secrets {
                 "the PostgreSQL connection URL (orders.sink = \"postgres\")",
             );
         }
+        Some(SinkKind::Rabbitmq) => {
+            s.rabbitmq_url = need(
+                "orders.rabbitmq_url_env",
+                orders.map_or("", |o| &o.rabbitmq_url_env),
+                "the broker's amqp:// or amqps:// URL (orders.sink = \"rabbitmq\")",
+            );
+        }
         None => {}
+    }
+    if let (Some(url), Some(o)) = (&s.rabbitmq_url, orders) {
+        if let Err(m) = check_amqp_url(url) {
+            let var = &o.rabbitmq_url_env;
+            d.error_at_key("orders.rabbitmq_url_env", format!("{var} {m}"));
+        }
     }
     if let (Some(url), Some(o)) = (&s.postgres_url, orders) {
         // Never echo the value: it may hold a password.
