@@ -133,10 +133,6 @@ impl RabbitMq {
         format!("amqps://guest:guest@127.0.0.1:{port}/%2f")
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// `kill -9` of every process of the broker; its data stays.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
