@@ -170,7 +170,12 @@ impl RabbitMq {
 
     /// Takes every message now in `queue` (acknowledging each), in queue order.
     pub async fn take_all(&self, queue: &str) -> Vec<Received> {
-        let conn = Connection::connect(&self.url(), ConnectionProperties::default())
+        Self::take_all_at(&self.url(), queue).await
+    }
+
+    /// [`RabbitMq::take_all`] from the broker at `url`, without holding the broker.
+    pub async fn take_all_at(url: &str, queue: &str) -> Vec<Received> {
+        let conn = Connection::connect(url, ConnectionProperties::default())
             .await
             .expect("a test connection to the broker");
         let ch = conn.create_channel().await.expect("a channel");
