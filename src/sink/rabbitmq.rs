@@ -164,7 +164,7 @@ impl RabbitMqSink {
                 let wait = state.backoff;
                 state.retry_at = Some(Instant::now() + wait);
                 state.backoff = (wait * 2).min(MAX_BACKOFF);
-                tracing::warn!(host = %self.host, error = %e, retry_in_ms = wait.as_millis() as u64, "rabbitmq sink cannot connect");
+                tracing::warn!(host = %self.host, error = %e, retry_in = ?wait, "rabbitmq sink cannot connect");
                 Err(SinkError::Unreachable(e))
             }
         }
