@@ -2,8 +2,8 @@
 # THE test command (README: ./scripts/test.sh; also `make test` and .ci/run).
 #
 # On a fresh Debian machine with only Rust it first installs what the tests need
-# (redis-server, redis-tools, PostgreSQL, chromium; curl, openssl, python3 and nodejs for
-# the manual's examples), then runs in order: rustfmt check, clippy with -D warnings,
+# (redis-server, redis-tools, PostgreSQL, rabbitmq-server, chromium; curl, openssl, python3
+# and nodejs for the manual's examples; pika from PyPI), then runs in order: rustfmt check, clippy with -D warnings,
 # cargo machete and cargo deny (installed from crates.io when missing),
 # the Dockerfile's release build, every test target (the unit tests, and the
 # integration tests: one binary, tests/integration/main.rs), the doctests. Tests never
@@ -47,6 +47,14 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
+# The rabbitmq sink's broker (tests/integration/rabbitmq_sink.rs, the chaos scenario
+# rabbitmq-kill), run from where Debian installs it:
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
+# pika (the consumer in tests/integration/rabbitmq_sink.rs, a client we did not write)
+# comes from PyPI below; pip itself from Debian when it is missing too:
+if ! python3 -c 'import pika' >/dev/null 2>&1 && ! python3 -m pip --version >/dev/null 2>&1; then
+  missing+=(python3-pip)
+fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
@@ -57,6 +65,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
   as_root env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! python3 -c 'import pika' >/dev/null 2>&1; then
+  log "installing pika (PyPI)"
+  # Debian's own Python refuses pip outside a virtualenv (PEP 668) unless told.
+  python3 -m pip install --quiet pika ||
+    python3 -m pip install --quiet --break-system-packages pika
 fi
 
 # PostgreSQL refuses to run as root; tests running as root run it as `postgres`.

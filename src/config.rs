@@ -278,6 +278,7 @@ pub struct AdminConfig {
 pub enum SinkKind {
     Http,
     Postgres,
+    Rabbitmq,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -295,6 +296,16 @@ pub struct OrdersConfig {
     /// resolved and checked by [`Config::load`].
     #[serde(default)]
     pub postgres_ca_file: Option<PathBuf>,
+    /// The variable holding the broker's `amqp://` or `amqps://` URL (it may carry a
+    /// password, so never the file).
+    #[serde(default = "d_amqp_env")]
+    pub rabbitmq_url_env: String,
+    #[serde(default)]
+    pub rabbitmq: RabbitmqConfig,
+    /// Extension: extra trust roots (PEM) for an `amqps://` broker, on top of the
+    /// system's. Only with `sink = "rabbitmq"`; resolved like `postgres_ca_file`.
+    #[serde(default)]
+    pub rabbitmq_ca_file: Option<PathBuf>,
     /// Extension: how many deliveries one instance has in flight at once (sinks dedupe
     /// by order, so order does not matter).
     #[serde(default = "d_delivery_concurrency")]
@@ -339,6 +350,9 @@ fn d_sink_env() -> String {
 fn d_pg_env() -> String {
     "FLASHGATE_POSTGRES_URL".into()
 }
+fn d_amqp_env() -> String {
+    "FLASHGATE_AMQP_URL".into()
+}
 fn d_delivery_concurrency() -> usize {
     16
 }
@@ -371,6 +385,9 @@ impl Default for OrdersConfig {
             http_secret_env: d_sink_env(),
             postgres_url_env: d_pg_env(),
             postgres_ca_file: None,
+            rabbitmq_url_env: d_amqp_env(),
+            rabbitmq: RabbitmqConfig::default(),
+            rabbitmq_ca_file: None,
             delivery_concurrency: d_delivery_concurrency(),
             sink_timeout: d_sink_timeout(),
             give_up_after: d_give_up_after(),
@@ -380,6 +397,41 @@ impl Default for OrdersConfig {
             claim_idle: d_claim_idle(),
             sweep_interval: d_sweep(),
             campaigns_dir: None,
+        }
+    }
+}
+
+/// Where the `rabbitmq` sink publishes: a durable exchange, the routing key of every
+/// message, and a durable queue bound to the exchange with that key. Each is declared
+/// when absent; one that exists is used as it is (its type and arguments are the
+/// operator's).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitmqConfig {
+    #[serde(default = "d_amqp_exchange")]
+    pub exchange: String,
+    #[serde(default = "d_amqp_routing_key")]
+    pub routing_key: String,
+    #[serde(default = "d_amqp_queue")]
+    pub queue: String,
+}
+
+fn d_amqp_exchange() -> String {
+    "flashgate.orders".into()
+}
+fn d_amqp_routing_key() -> String {
+    "paid".into()
+}
+fn d_amqp_queue() -> String {
+    "flashgate.orders".into()
+}
+
+impl Default for RabbitmqConfig {
+    fn default() -> Self {
+        RabbitmqConfig {
+            exchange: d_amqp_exchange(),
+            routing_key: d_amqp_routing_key(),
+            queue: d_amqp_queue(),
         }
     }
 }

@@ -20,13 +20,14 @@
 //!             trusted proxies; identity/jwks.rs: RS256 / ES256 public keys (PEM or JWKS)
 //! json        request bodies are JSON objects: the one parser handlers use
 //! stock       the only module that knows Redis keys and lua/*.lua; typed results
-//! sink        where paid orders go: http, postgres — one trait, one file each
+//! sink        where paid orders go: http, postgres, rabbitmq — one trait, one file each
 //! proxy       pass-through to the store; typed errors the edge maps; the trust rule for
 //!             forwarding headers; the idle timeout
 //! draw        the draws' arithmetic: the seed, its commitment, tickets, the instant
 //!             draw's threshold; the raffle itself is core/raffle.rs, stock/raffle.rs
 //!             and lua/draw.lua
-//! tls         rustls: roots (system + ca_file) for an https store and sink, rediss:// Redis, PostgreSQL
+//! tls         rustls: roots (system + ca_file) for an https store and sink, rediss:// Redis,
+//!             PostgreSQL, amqps:// RabbitMQ
 //! signature   the Flashgate-Signature HMAC scheme (callbacks in, sink requests out)
 //! metrics     the Prometheus registry and its families
 //! clock       injected wall clock (system, or a fake tests move)

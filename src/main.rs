@@ -88,6 +88,7 @@ fn summary(cfg: &Config, no_secrets: bool) -> std::io::Result<()> {
         match cfg.orders.sink {
             flashgate::config::SinkKind::Http => "http",
             flashgate::config::SinkKind::Postgres => "postgres",
+            flashgate::config::SinkKind::Rabbitmq => "rabbitmq",
         }
     )?;
     writeln!(

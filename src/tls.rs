@@ -1,9 +1,10 @@
-//! TLS to the store (the proxy's upstream and the `http` sink), to Redis (`rediss://`)
-//! and to PostgreSQL (the `postgres` sink): rustls with the `ring` provider, no OpenSSL.
+//! TLS to the store (the proxy's upstream and the `http` sink), to Redis (`rediss://`),
+//! to PostgreSQL (the `postgres` sink) and to RabbitMQ (the `rabbitmq` sink, `amqps://`):
+//! rustls with the `ring` provider, no OpenSSL.
 //!
 //! Owns the trust roots: the system's (read once at start through
 //! `rustls-native-certs`) plus the PEM certificates of a `ca_file` (`upstream.ca_file`,
-//! `redis.ca_file`, `orders.postgres_ca_file`). Certificates are always verified (name
+//! `redis.ca_file`, `orders.postgres_ca_file`, `orders.rabbitmq_ca_file`). Certificates are always verified (name
 //! and chain); there is no switch to turn that off.
 
 use std::future::Future;

@@ -27,6 +27,10 @@ if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/local/bin/redis-serv
   echo "error: redis-server not found: ./scripts/test.sh installs it (or apt-get install -y redis-server)" >&2
   exit 1
 fi
+if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+  echo "error: rabbitmq-server not found (scenario rabbitmq-kill): ./scripts/test.sh installs it (or apt-get install -y rabbitmq-server)" >&2
+  exit 1
+fi
 
 # The chaos tests are the `chaos::` module of the one integration-test binary: a filter
 # `redis` becomes `chaos::redis`, and no filter `chaos::`.

@@ -14,8 +14,8 @@ use super::diagnostics::{read, syntax_errors, Diag};
 use super::doc::Doc;
 use super::{
     de, secrets, AdminConfig, Config, IdentityConfig, IdentityMode, JwtAlgorithm, LimitsConfig,
-    OrdersConfig, PaymentConfig, RedisConfig, Report, SecretSource, SentinelConfig, ServerConfig,
-    SinkKind, UpstreamConfig,
+    OrdersConfig, PaymentConfig, RabbitmqConfig, RedisConfig, Report, SecretSource, SentinelConfig,
+    ServerConfig, SinkKind, UpstreamConfig,
 };
 
 /// gateway.toml as written: its tables, each with its keys' defaults.
@@ -234,13 +234,14 @@ fn check_upstream(d: &mut Diag<'_>, upstream: &UpstreamConfig) {
 
 /// The files gateway.toml names, made relative to it and read now, so a missing or
 /// broken one is a configuration error with its key, not a failure at start:
-/// `upstream.ca_file`, `redis.ca_file`, `orders.postgres_ca_file` and
+/// `upstream.ca_file`, `redis.ca_file`, `orders.postgres_ca_file`, `orders.rabbitmq_ca_file` and
 /// `identity.jwt_public_keys`.
 fn resolve_files(d: &mut Diag<'_>, g: &mut GatewayFile, base: &Path) {
     let ca_files = [
         ("upstream.ca_file", &mut g.upstream.ca_file),
         ("redis.ca_file", &mut g.redis.ca_file),
         ("orders.postgres_ca_file", &mut g.orders.postgres_ca_file),
+        ("orders.rabbitmq_ca_file", &mut g.orders.rabbitmq_ca_file),
     ];
     for (field, ca) in ca_files {
         if let Some(ca) = ca.as_mut().filter(|_| d.sound(&[field])) {
@@ -334,6 +335,52 @@ fn check_orders(d: &mut Diag<'_>, orders: &OrdersConfig) {
     }
     if orders.postgres_ca_file.is_some() && orders.sink != SinkKind::Postgres {
         d.error_at_key("orders.postgres_ca_file", "only for sink = \"postgres\"");
+    }
+    if orders.rabbitmq_ca_file.is_some() && orders.sink != SinkKind::Rabbitmq {
+        d.error_at_key("orders.rabbitmq_ca_file", "only for sink = \"rabbitmq\"");
+    }
+    check_rabbitmq_names(d, &orders.rabbitmq);
+}
+
+/// AMQP names are short strings: at most 255 bytes. The exchange and the queue are
+/// named (an empty name is the default exchange, or a queue the broker names itself).
+fn check_rabbitmq_names(d: &mut Diag<'_>, names: &RabbitmqConfig) {
+    for (key, value, may_be_empty) in [
+        ("exchange", &names.exchange, false),
+        ("routing_key", &names.routing_key, true),
+        ("queue", &names.queue, false),
+    ] {
+        let problem = if value.is_empty() && !may_be_empty {
+            "must not be empty"
+        } else if value.len() > 255 {
+            "must be at most 255 bytes"
+        } else {
+            continue;
+        };
+        // Placed at the key, or the nearest table written (`[orders.rabbitmq]` or the
+        // inline `rabbitmq = { .. }`) when the default is what is wrong.
+        d.error_at_key(&format!("orders.rabbitmq.{key}"), problem);
+    }
+}
+
+/// What is wrong with the broker URL, in words that never repeat it (it may hold a
+/// password): the scheme, AMQP's own parse, and a host.
+pub(super) fn check_amqp_url(url: &str) -> Result<(), String> {
+    match url.split_once("://") {
+        Some(("amqp" | "amqps", _)) => {}
+        _ => return Err("must be an amqp:// or amqps:// URL".into()),
+    }
+    if let Err(e) = url.parse::<lapin::uri::AMQPUri>() {
+        let e = if e.contains(url) {
+            "malformed".into()
+        } else {
+            e
+        };
+        return Err(format!("is not an AMQP URL: {e}"));
+    }
+    match url.parse::<Uri>() {
+        Ok(uri) if uri.host().is_some_and(|h| !h.is_empty()) => Ok(()),
+        _ => Err("has no host".into()),
     }
 }
 

@@ -34,6 +34,7 @@ pub struct Secrets {
     pub admin_token: Option<String>,
     pub sink_secret: Option<String>,
     pub postgres_url: Option<String>,
+    pub rabbitmq_url: Option<String>,
 }
 
 impl fmt::Debug for Secrets {
@@ -45,6 +46,7 @@ impl fmt::Debug for Secrets {
             .field("admin_token", &set(&self.admin_token))
             .field("sink_secret", &set(&self.sink_secret))
             .field("postgres_url", &set(&self.postgres_url))
+            .field("rabbitmq_url", &set(&self.rabbitmq_url))
             .finish()
     }
 }
@@ -116,6 +118,20 @@ pub(super) fn read(d: &mut Diag<'_>, g: &GatewayFile, source: SecretSource<'_>) 
                 &orders.postgres_url_env,
                 "the PostgreSQL connection URL (orders.sink = \"postgres\")",
             );
+        }
+        SinkKind::Rabbitmq => {
+            s.rabbitmq_url = need(
+                d,
+                "orders.rabbitmq_url_env",
+                &orders.rabbitmq_url_env,
+                "the broker's amqp:// or amqps:// URL (orders.sink = \"rabbitmq\")",
+            );
+        }
+    }
+    if let Some(url) = &s.rabbitmq_url {
+        if let Err(m) = super::gateway::check_amqp_url(url) {
+            let var = &orders.rabbitmq_url_env;
+            d.error_at_key("orders.rabbitmq_url_env", format!("{var} {m}"));
         }
     }
     if let Some(url) = &s.postgres_url {

@@ -19,7 +19,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::{DeliverFuture, Sink, SinkError};
 use crate::signature::sign;
-use crate::stock::outbox::{Entry, Event};
+use crate::stock::outbox::Entry;
 
 pub struct HttpSink {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
@@ -60,12 +60,8 @@ impl HttpSink {
     }
 
     async fn post(&self, entry: &Entry) -> Result<(), SinkError> {
-        let body = entry.order.to_json();
-        let o = &entry.order;
-        let key = match (entry.event, &o.payment_id) {
-            (Event::SecondCharge, Some(p)) => format!("{}:{p}", o.order_id),
-            _ => o.order_id.clone(),
-        };
+        let body = super::body(entry);
+        let key = super::idempotency_key(entry);
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(self.url.clone())

@@ -1,7 +1,8 @@
 //! The chaos suite: real gateway processes, a real Redis and the test store
 //! as the http order sink, a crowd buying and paying through faults — gateway SIGKILL,
 //! Redis SIGKILL and AOF restart, Redis frozen, store down, store slow, callbacks racing
-//! expiry, SIGTERM with an outbox backlog, a Sentinel failover with `replica_ack = 1` —
+//! expiry, SIGTERM with an outbox backlog, a Sentinel failover with `replica_ack = 1`,
+//! the RabbitMQ sink's broker SIGKILLed and restarted —
 //! then, once quiet, an audit of docs/guarantees.md over
 //! everything recorded, and a report in `target/chaos/report.md`.
 //!
@@ -66,6 +67,11 @@ async fn sigterm_with_an_outbox_backlog() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_failover_with_replica_ack() {
     check("sentinel-failover").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_broker_kill() {
+    check("rabbitmq-kill").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,6 +31,7 @@ mod outbox_faults;
 mod payments;
 mod postgres_sink;
 mod proxy_e2e;
+mod rabbitmq_sink;
 mod raffle;
 mod replica_ack;
 mod resilience;

@@ -24,7 +24,7 @@ pub const RULES: &[(&str, &str)] = &[
     ("paid-not-at-store", "every callback answered paid is at the store"),
     ("store-not-paid", "nothing at the store as paid that was not answered paid (nor is paid in Redis)"),
     ("delivery-conflict", "redeliveries of an order carry the same status and payment"),
-    ("bad-delivery", "every delivery is signed and keyed by its order"),
+    ("bad-delivery", "every delivery is signed (http) or carries its documented properties (rabbitmq), and is keyed by its order"),
     ("refund-missing", "one refund event at the store per order answered refund_required"),
     ("refund-unasked", "no refund event for an order never answered refund_required"),
     ("over-limit", "no user holds more than per_user_limit units (pending + paid)"),

@@ -61,14 +61,17 @@ pub struct Snapshot {
     pub ledger_ok: bool,
 }
 
-/// One delivery the store received (duplicates included).
+/// One delivery the store received (duplicates included): an http request, or a message
+/// in the RabbitMQ sink's queue.
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    /// http: the `Idempotency-Key` header; rabbitmq: the `message_id`.
     pub idempotency_key: String,
     pub order_id: String,
     pub status: String,
     pub payment_id: String,
-    /// The sink signature verifies.
+    /// http: the sink signature verifies; rabbitmq: the message carries its documented
+    /// properties (persistent JSON from flashgate, the key also in `idempotency-key`).
     pub signed: bool,
 }
 

@@ -27,6 +27,9 @@ pub struct Scenario {
     /// name (`redis.sentinel`) and answer a payment only once a replica has it
     /// (`redis.replica_ack = 1`).
     pub sentinel: bool,
+    /// Orders go to a RabbitMQ broker started with the run (`orders.sink = "rabbitmq"`),
+    /// not to the store's http endpoint; what it received is read from its queue.
+    pub rabbitmq: bool,
     /// Audit rules whose breaches this scenario's fault causes by design; they are
     /// reported (counted, listed) but do not fail the run.
     pub tolerates: &'static [&'static str],
@@ -56,6 +59,7 @@ pub const SCENARIOS: &[Scenario] = &[
         gateways: 2,
         aof: false,
         sentinel: false,
+        rabbitmq: false,
         tolerates: &[],
         mix: MIX,
         configure: defaults,
@@ -66,6 +70,7 @@ pub const SCENARIOS: &[Scenario] = &[
         gateways: 1,
         aof: true,
         sentinel: false,
+        rabbitmq: false,
         tolerates: &[],
         mix: MIX,
         configure: defaults,
@@ -76,6 +81,7 @@ pub const SCENARIOS: &[Scenario] = &[
         gateways: 1,
         aof: false,
         sentinel: false,
+        rabbitmq: false,
         tolerates: &[],
         mix: MIX,
         configure: defaults,
@@ -86,6 +92,7 @@ pub const SCENARIOS: &[Scenario] = &[
         gateways: 1,
         aof: false,
         sentinel: false,
+        rabbitmq: false,
         tolerates: &[],
         mix: MIX,
         configure: defaults,
@@ -96,6 +103,7 @@ pub const SCENARIOS: &[Scenario] = &[
         gateways: 1,
         aof: false,
         sentinel: false,
+        rabbitmq: false,
         tolerates: &[],
         mix: Mix {
             pay: 85,
@@ -109,6 +117,7 @@ pub const SCENARIOS: &[Scenario] = &[
         gateways: 1,
         aof: false,
         sentinel: false,
+        rabbitmq: false,
         tolerates: &[],
         mix: Mix {
             pay: 85,
@@ -122,6 +131,7 @@ pub const SCENARIOS: &[Scenario] = &[
         gateways: 1,
         aof: false,
         sentinel: false,
+        rabbitmq: false,
         tolerates: &[],
         mix: Mix {
             pay: 10,
@@ -135,6 +145,7 @@ pub const SCENARIOS: &[Scenario] = &[
         gateways: 2,
         aof: false,
         sentinel: false,
+        rabbitmq: false,
         tolerates: &[],
         mix: MIX,
         configure: defaults,
@@ -145,10 +156,22 @@ pub const SCENARIOS: &[Scenario] = &[
         gateways: 2,
         aof: false,
         sentinel: true,
+        rabbitmq: false,
         tolerates: FAILOVER_LOSSES,
         mix: MIX,
         configure: defaults,
         fault: failover,
+    },
+    Scenario {
+        name: "rabbitmq-kill",
+        gateways: 2,
+        aof: false,
+        sentinel: false,
+        rabbitmq: true,
+        tolerates: &[],
+        mix: MIX,
+        configure: defaults,
+        fault: broker_kill,
     },
 ];
 
@@ -302,6 +325,25 @@ fn failover(w: &World) -> FaultFuture<'_> {
     })
 }
 
+/// (9) The RabbitMQ sink's broker SIGKILLed mid-crowd (deliveries in flight, confirms
+/// outstanding) and started again on its port and data after the profile's fault time
+/// (plus its own start-up, seconds): the outbox holds what it did not confirm.
+fn broker_kill(w: &World) -> FaultFuture<'_> {
+    Box::pin(async move {
+        w.fault_begins();
+        let broker = w.broker.as_ref().expect("a rabbitmq scenario");
+        tokio::task::block_in_place(|| broker.lock().unwrap().kill());
+        tokio::time::sleep(w.profile.fault).await;
+        let t = std::time::Instant::now();
+        tokio::task::block_in_place(|| broker.lock().unwrap().restart());
+        w.note(format!(
+            "the broker took {} ms to start again",
+            t.elapsed().as_millis()
+        ));
+        w.fault_ends().await;
+    })
+}
+
 /// Runs scenario `name` the profile's number of times, audits and reports each run, and
 /// fails listing every violation.
 pub async fn check(name: &str) {
@@ -359,6 +401,7 @@ pub async fn calm_run() -> super::record::Run {
         gateways: 1,
         aof: false,
         sentinel: false,
+        rabbitmq: false,
         tolerates: &[],
         mix: Mix {
             pay: 50,

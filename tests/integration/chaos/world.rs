@@ -1,5 +1,5 @@
-//! One chaos run end to end: starts Redis, the store (also the http sink) and the
-//! scenario's gateways as real processes; runs the crowd and the snapshotter; lets the
+//! One chaos run end to end: starts Redis, the store (also the http sink, or a RabbitMQ
+//! broker as the sink) and the scenario's gateways as real processes; runs the crowd and the snapshotter; lets the
 //! scenario's fault act mid-crowd; waits until quiet; collects what the store and Redis
 //! hold into a [`Run`] for the audit.
 
@@ -28,6 +28,8 @@ pub struct World {
     pub redis: Mutex<RedisServer>,
     /// A replica and three sentinels beside `redis` (the first primary), if any.
     pub failover: Option<SentinelTrio>,
+    /// The order sink's broker, in a `rabbitmq` scenario.
+    pub broker: Option<Mutex<RabbitMq>>,
     pub store: TestStore,
     pub cfg: TestConfig,
     /// The gateways started, in order (a SIGKILLed one stays, dead).
@@ -201,12 +203,18 @@ pub async fn run_once(sc: &Scenario, profile: &Profile, run: usize) -> Run {
         true => Some(sentinels_for(&redis, &mut cfg).await),
         false => None,
     };
+    let broker = sc.rabbitmq.then(|| {
+        let broker = tokio::task::block_in_place(RabbitMq::start);
+        cfg.rabbitmq_sink(&broker.url());
+        Mutex::new(broker)
+    });
 
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     let world = Arc::new(World {
         profile: profile.clone(),
         redis: Mutex::new(redis),
         failover,
+        broker,
         store,
         cfg,
         gateways: Mutex::new(Vec::new()),
@@ -272,20 +280,10 @@ pub async fn run_once(sc: &Scenario, profile: &Profile, run: usize) -> Run {
 
     let mut probe = world.probe().await;
     let (orders, held) = stored_orders(&mut probe).await;
-    let deliveries = world
-        .store
-        .orders()
-        .iter()
-        .map(|o| Delivery {
-            idempotency_key: o.header("idempotency-key").unwrap_or_default().to_owned(),
-            order_id: o.json["order_id"].as_str().unwrap_or_default().to_owned(),
-            status: o.json["status"].as_str().unwrap_or_default().to_owned(),
-            payment_id: o.json["payment_id"].as_str().unwrap_or_default().to_owned(),
-            signed: o
-                .header("flashgate-signature")
-                .is_some_and(|sig| verify_signature(SINK_SECRET, sig, &o.raw)),
-        })
-        .collect();
+    let deliveries = match &world.broker {
+        Some(broker) => queued(broker).await,
+        None => world.store.orders().iter().map(delivered).collect(),
+    };
     let (start, end) = *world.fault.lock().unwrap();
     let notes = world.notes.lock().unwrap().clone();
     let backlog = *world.backlog.lock().unwrap();
@@ -308,6 +306,44 @@ pub async fn run_once(sc: &Scenario, profile: &Profile, run: usize) -> Run {
     };
     drop(world);
     run
+}
+
+/// A delivery the store (the http sink) received.
+fn delivered(o: &RecordedOrder) -> Delivery {
+    Delivery {
+        idempotency_key: o.header("idempotency-key").unwrap_or_default().to_owned(),
+        order_id: o.json["order_id"].as_str().unwrap_or_default().to_owned(),
+        status: o.json["status"].as_str().unwrap_or_default().to_owned(),
+        payment_id: o.json["payment_id"].as_str().unwrap_or_default().to_owned(),
+        signed: o
+            .header("flashgate-signature")
+            .is_some_and(|sig| verify_signature(SINK_SECRET, sig, &o.raw)),
+    }
+}
+
+/// Every message in the broker's queue (duplicates included), as deliveries: keyed by
+/// `message_id`, "signed" when it carries the properties the docs promise.
+async fn queued(broker: &Mutex<RabbitMq>) -> Vec<Delivery> {
+    // Taken out of the lock: the broker is not restarted any more once quiet.
+    let url = broker.lock().unwrap().url();
+    let messages = RabbitMq::take_all_at(&url, "flashgate.orders").await;
+    messages
+        .iter()
+        .map(|m| {
+            let body = m.json();
+            let id = m.message_id.clone().unwrap_or_default();
+            Delivery {
+                signed: m.content_type.as_deref() == Some("application/json")
+                    && m.delivery_mode == Some(2)
+                    && m.app_id.as_deref() == Some("flashgate")
+                    && m.idempotency_key.as_deref() == Some(id.as_str()),
+                idempotency_key: id,
+                order_id: body["order_id"].as_str().unwrap_or_default().to_owned(),
+                status: body["status"].as_str().unwrap_or_default().to_owned(),
+                payment_id: body["payment_id"].as_str().unwrap_or_default().to_owned(),
+            }
+        })
+        .collect()
 }
 
 /// Waits until a live gateway reports no pending pre-order and the outbox is empty and

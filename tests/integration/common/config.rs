@@ -127,6 +127,14 @@ impl TestConfig {
             .env("FLASHGATE_POSTGRES_URL", url)
     }
 
+    /// Paid orders go to the RabbitMQ broker at `url` (through `FLASHGATE_AMQP_URL`),
+    /// to the default exchange and queue (`flashgate.orders`).
+    pub fn rabbitmq_sink(&mut self, url: &str) -> &mut Self {
+        self.set_str("orders", "sink", "rabbitmq")
+            .set_str("orders", "rabbitmq_url_env", "FLASHGATE_AMQP_URL")
+            .env("FLASHGATE_AMQP_URL", url)
+    }
+
     /// No admin token: /admin/* is open.
     pub fn without_admin_token(&mut self) -> &mut Self {
         self.unset("admin", "token_env")

@@ -2,7 +2,8 @@
 //! integration-test binary (`tests/integration/`).
 //!
 //! Real dependencies, never mocks of them: each test starts its own `redis-server`
-//! ([`RedisServer`]), PostgreSQL cluster ([`Postgres`]) and fake store ([`TestStore`])
+//! ([`RedisServer`]), PostgreSQL cluster ([`Postgres`]), RabbitMQ broker ([`RabbitMq`])
+//! and fake store ([`TestStore`])
 //! on free loopback ports, writes its configuration as TOML ([`TestConfig`]) and talks
 //! HTTP through one shared client ([`send`]). Missing system binaries make tests panic
 //! with an install hint — they never skip. `./scripts/test.sh` installs them.
@@ -16,6 +17,7 @@ mod gateway;
 mod keys;
 mod postgres;
 mod process;
+mod rabbitmq;
 mod redis_cluster;
 mod redis_proxy;
 mod redis_sentinel;
@@ -28,6 +30,7 @@ pub use gateway::Gateway;
 pub use keys::{jwks, SigningKey, TestCa};
 pub use postgres::Postgres;
 pub use process::{sigterm, wait_or_kill};
+pub use rabbitmq::{RabbitMq, Received};
 pub use redis_cluster::RedisCluster;
 pub use redis_proxy::RedisProxy;
 pub use redis_sentinel::{in_sync, SentinelTrio};

@@ -698,6 +698,8 @@ impl GatewayProcess {
             .env("FLASHGATE_PAYMENT_SECRET", PAYMENT_SECRET)
             .env("FLASHGATE_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("FLASHGATE_SINK_SECRET", SINK_SECRET)
+            // And whatever else the test set (a sink's URL).
+            .envs(cfg.env_vars())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
