@@ -62,7 +62,7 @@ async fn reload_validates_first_never_readds_stock_and_applies_new_settings() {
     // A broken file: refused with file:line, the running set is untouched.
     cfg.write_campaign_file(
         "broken.toml",
-        "id = \"broken\"\nname = \"x\"\nstarts_at = 2026-01-01T00:00:00Z\nbogus = 1\n",
+        "id = \"broken\"\nname = \"x\"\nstarts_at = 2026-01-01T00:00:00Z\nends_at = 2036-01-01T00:00:00Z\npayment_window = \"1m\"\nper_user_limit = 1\nbogus = 1\n[[items]]\nsku = \"a\"\nstock = 1\nprice_cents = 1\n",
     );
     let r = admin(&gw, "POST", "/admin/reload", None).await;
     assert_eq!(r.status, 400, "{}", r.text());

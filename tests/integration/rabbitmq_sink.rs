@@ -423,7 +423,8 @@ async fn config_errors_name_the_file_and_line() {
             .lines()
             .position(|l| l.starts_with(&format!("{key} =")))
             .unwrap_or_else(|| panic!("{key} in {text}"));
-        format!("{}:{}:1: ", cfg.path().display(), n + 1)
+        // The line: the column is the key's, or the value's inside an inline table.
+        format!("{}:{}:", cfg.path().display(), n + 1)
     };
     let error = |cfg: &TestConfig| match cfg.try_load() {
         Ok(_) => panic!("loaded:\n{}", cfg.gateway_toml()),

